@@ -1,0 +1,225 @@
+"""Course configuration: the run mode, where data and caches live, device choice and seeding.
+
+Taught in ``notebooks/00_setup.ipynb``. The mode is read from ONE environment variable,
+``XAI_COURSE_MODE`` (``smoke`` or ``full``), here and nowhere else. ``pytest`` sets it to ``smoke``
+for the notebook kernels (see ``conftest.py``); a learner running the notebooks gets ``full``.
+
+Paths are relative to the course root: the checkout that holds this package (``pyproject.toml`` next to
+``helpers/``), or the current working directory when the package was pip-installed (Colab). Each path
+can be overridden with an environment variable:
+
+- ``XAI_COURSE_ROOT``: the course root.
+- ``XAI_COURSE_DATA``: raw data (real downloads under ``rsna/``, ``kermany/``, ``icbhi/``; the built-in
+  synthetic sets under ``synthetic-<mode>/``).
+- ``XAI_COURSE_CACHE``: derived artefacts (preprocessed stores, checkpoints), one folder per mode so that
+  smoke-test artefacts never mix with real ones.
+
+Nothing is cached between calls: :func:`get_settings` reads the environment each time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODE_ENV = "XAI_COURSE_MODE"
+ROOT_ENV = "XAI_COURSE_ROOT"
+DATA_ENV = "XAI_COURSE_DATA"
+CACHE_ENV = "XAI_COURSE_CACHE"
+MODES = ("smoke", "full")
+
+# Public address of the course repository: the Colab badges and the Colab setup cell read it from here.
+REPO_URL = "https://github.com/xai-lung-course/xai-lung-course"
+REPO_BRANCH = "main"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes that differ between smoke mode (CI, a laptop in minutes) and full mode."""
+
+    rsna_patients: int  # synthetic RSNA-like patients to generate
+    dicom_size: int  # side of the synthetic DICOM images, in pixels (real RSNA: 1024)
+    image_size: int  # side of the preprocessed training images (the paper: 224)
+    icbhi_patients: int  # synthetic ICBHI-like patients to generate
+    epochs: int  # training epochs for the X-ray model
+    batch_size: int
+    audio_epochs: int  # training epochs for the breath-sound model
+
+
+SMOKE_SIZES = Sizes(
+    rsna_patients=160,
+    dicom_size=256,
+    image_size=64,
+    icbhi_patients=8,
+    epochs=3,
+    batch_size=32,
+    audio_epochs=4,
+)
+FULL_SIZES = Sizes(
+    rsna_patients=3000,
+    dicom_size=1024,
+    image_size=224,
+    icbhi_patients=40,
+    epochs=12,
+    batch_size=64,
+    audio_epochs=15,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a notebook needs to know about where it runs. Build it with :func:`get_settings`."""
+
+    mode: str
+    root: Path
+    data_dir: Path
+    cache_dir: Path
+    sizes: Sizes
+
+    @property
+    def smoke(self) -> bool:
+        return self.mode == "smoke"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        """Where the built-in synthetic data sets of this mode live."""
+        return self.data_dir / f"synthetic-{self.mode}"
+
+    def real_dir(self, dataset: str) -> Path:
+        """Where ``data_download.py`` puts a real data set (``rsna``, ``kermany`` or ``icbhi``)."""
+        return self.data_dir / dataset
+
+
+def find_root() -> Path:
+    """The course root: ``$XAI_COURSE_ROOT``, else the checkout holding this package, else the cwd."""
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def get_mode() -> str:
+    """The run mode from ``$XAI_COURSE_MODE``: ``full`` (default) or ``smoke``."""
+    mode = os.environ.get(MODE_ENV, "full").strip().lower() or "full"
+    if mode not in MODES:
+        raise ValueError(f"{MODE_ENV}={mode!r} is not a mode; expected one of {', '.join(MODES)}")
+    return mode
+
+
+def get_settings() -> Settings:
+    """Read the mode and paths from the environment (fresh on every call; nothing is cached)."""
+    mode = get_mode()
+    root = find_root()
+    data_dir = Path(os.environ.get(DATA_ENV) or root / "data").expanduser().resolve()
+    cache_root = Path(os.environ.get(CACHE_ENV) or root / "cache").expanduser().resolve()
+    sizes = SMOKE_SIZES if mode == "smoke" else FULL_SIZES
+    return Settings(mode=mode, root=root, data_dir=data_dir, cache_dir=cache_root / mode, sizes=sizes)
+
+
+def pick_device(prefer: str | None = None):
+    """The best available ``torch.device``: CUDA, then Apple MPS, then CPU (or ``prefer`` if given)."""
+    import torch
+
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (all devices) so that a run can be repeated."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_cpu_threads(settings: Settings | None = None) -> int:
+    """Pick the number of torch CPU threads deliberately and return it.
+
+    On a busy 2-core machine two threads contend with everything else and training gets several times
+    slower, while one thread barely loses (measured for the course), so smoke mode uses one thread.
+    ``$XAI_COURSE_THREADS`` overrides the choice.
+    """
+    import torch
+
+    settings = settings or get_settings()
+    env = os.environ.get("XAI_COURSE_THREADS")
+    if env:
+        n = int(env)
+    elif settings.smoke:
+        n = 1
+    else:
+        n = max(1, os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def is_colab() -> bool:
+    """True inside Google Colab (the ``google.colab`` module can be imported)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def describe(settings: Settings | None = None) -> str:
+    """The one-line report every notebook prints at the top: mode, device and data in use."""
+    settings = settings or get_settings()
+    device = pick_device()
+    real = [d for d in ("rsna", "kermany", "icbhi") if settings.real_dir(d).is_dir()]
+    data = "real: " + ", ".join(real) if real else "built-in synthetic data"
+    return f"mode={settings.mode} | device={device.type} | data={data} | data dir={display_path(settings.data_dir, settings)}"
+
+
+def display_path(path: Path, settings: Settings | None = None) -> str:
+    """``path`` relative to the course root when it lies inside it (what notebooks print), else as is."""
+    settings = settings or get_settings()
+    try:
+        return str(Path(path).resolve().relative_to(settings.root))
+    except ValueError:
+        return str(path)
+
+
+def package_versions(
+    names: tuple[str, ...] = (
+        "torch",
+        "torchvision",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "matplotlib",
+        "seaborn",
+        "pydicom",
+        "pillow",
+        "librosa",
+        "soundfile",
+        "ipywidgets",
+        "torchxrayvision",
+        "nbval",
+    ),
+) -> dict[str, str]:
+    """Installed versions of the packages the course uses (``"missing"`` for any that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out

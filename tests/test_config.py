@@ -1,0 +1,114 @@
+"""helpers.config: one mode variable, paths relative to the course root with overrides, device, seeding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mode_defaults_to_full_and_reads_the_variable(monkeypatch):
+    monkeypatch.delenv(config.MODE_ENV, raising=False)
+    assert config.get_mode() == "full"
+    monkeypatch.setenv(config.MODE_ENV, "SMOKE")
+    assert config.get_mode() == "smoke"
+    assert config.get_settings().sizes == config.SMOKE_SIZES
+
+
+def test_unknown_mode_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(config.MODE_ENV, "fast")
+    with pytest.raises(ValueError, match="XAI_COURSE_MODE='fast' is not a mode; expected one of smoke, full"):
+        config.get_settings()
+
+
+def test_paths_are_inside_the_checkout_by_default(monkeypatch):
+    for var in (config.ROOT_ENV, config.DATA_ENV, config.CACHE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    s = config.get_settings()
+    assert s.root == ROOT
+    assert s.data_dir == ROOT / "data"
+    assert s.cache_dir == ROOT / "cache" / "smoke"
+    assert s.synthetic_dir == ROOT / "data" / "synthetic-smoke"
+    assert s.real_dir("rsna") == ROOT / "data" / "rsna"
+
+
+def test_paths_can_be_overridden(monkeypatch, tmp_path):
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "d"))
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "c"))
+    monkeypatch.setenv(config.MODE_ENV, "full")
+    s = config.get_settings()
+    assert s.data_dir == tmp_path / "d"
+    assert s.cache_dir == tmp_path / "c" / "full"
+    assert s.sizes.image_size == 224
+
+
+def test_settings_are_read_fresh_each_time(monkeypatch):
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    assert config.get_settings().smoke
+    monkeypatch.setenv(config.MODE_ENV, "full")
+    assert not config.get_settings().smoke
+
+
+def test_seed_everything_makes_torch_and_numpy_repeatable():
+    config.seed_everything(123)
+    a = (torch.rand(3), np.random.rand(3))
+    config.seed_everything(123)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_pick_device_on_this_machine_and_preference():
+    expected = "cuda" if torch.cuda.is_available() else None
+    device = config.pick_device()
+    assert device.type in ("cuda", "mps", "cpu")
+    if expected:
+        assert device.type == expected
+    assert config.pick_device("cpu") == torch.device("cpu")
+
+
+def test_cpu_threads_one_in_smoke_mode_and_overridable(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(config.MODE_ENV, "smoke")
+        monkeypatch.delenv("XAI_COURSE_THREADS", raising=False)
+        assert config.set_cpu_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("XAI_COURSE_THREADS", "2")
+        assert config.set_cpu_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_describe_is_one_line_with_mode_device_and_relative_data_dir(monkeypatch):
+    monkeypatch.delenv(config.DATA_ENV, raising=False)
+    monkeypatch.delenv(config.ROOT_ENV, raising=False)
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    line = config.describe()
+    assert "\n" not in line
+    assert line.startswith("mode=smoke | device=")
+    assert line.endswith("data dir=data")
+
+
+def test_colab_detection_follows_google_colab_module(monkeypatch, tmp_path):
+    assert config.is_colab() is False
+    (tmp_path / "google" / "colab").mkdir(parents=True)
+    (tmp_path / "google" / "__init__.py").write_text("")
+    (tmp_path / "google" / "colab" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.invalidate_caches()
+    monkeypatch.delitem(__import__("sys").modules, "google", raising=False)
+    assert config.is_colab() is True
+
+
+def test_package_versions_reports_missing():
+    v = config.package_versions(("torch", "no-such-package-xyz"))
+    assert v["torch"].startswith(torch.__version__.split("+")[0])
+    assert v["no-such-package-xyz"] == "missing"

@@ -1,0 +1,107 @@
+"""The course as a whole: layout, one list of dependencies, README commands, notebook conventions."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_layout_of_the_design_doc():
+    for name in ("README.md", "environment.yml", "pyproject.toml", "data_download.py", ".ci/run"):
+        assert (ROOT / name).is_file(), name
+    for name in ("helpers", "notebooks", "tests", "benchmarks", "solutions"):
+        assert (ROOT / name).is_dir(), name
+
+
+def test_environment_yml_installs_this_repo_with_extras_and_lists_no_other_dependency():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    conda = [d for d in deps if isinstance(d, str)]
+    pips = [d for d in deps if isinstance(d, dict)]
+    assert len(pips) == 1 and list(pips[0]) == ["pip"]
+    assert pips[0]["pip"] == ["-e .[test]"], "the pip section must only install this repository with its extras"
+    assert "pip" in conda
+    # conda supplies only the interpreter and pip: pyproject.toml stays the one list of dependencies
+    assert all(re.match(r"^(python(=[\d.]+)?|pip)$", d) for d in conda), conda
+    assert PYPROJECT["project"]["optional-dependencies"]["test"]
+
+
+def test_pyproject_has_no_exact_pins_and_lower_bounds_on_torch():
+    deps = PYPROJECT["project"]["dependencies"] + sum(PYPROJECT["project"]["optional-dependencies"].values(), [])
+    assert not [d for d in deps if "==" in d], "no exact pins: Colab ships its own versions"
+    torch_req = [d for d in deps if re.match(r"^torch\b", d) and not d.startswith("torchvision")]
+    assert torch_req and all(">=" in d and "<" not in d for d in torch_req)
+    assert PYPROJECT["project"]["requires-python"] == ">=3.10"
+    assert PYPROJECT["tool"]["setuptools"]["packages"] == ["helpers"] or "packages" in PYPROJECT["tool"]["setuptools"]
+
+
+def test_pytest_runs_notebooks_with_nbval_in_the_current_environment():
+    opts = PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert "--nbval-lax" in opts["addopts"] and "--nbval-current-env" in opts["addopts"]
+    assert "notebooks" in opts["testpaths"] and "tests" in opts["testpaths"]
+    conftest = (ROOT / "conftest.py").read_text()
+    assert f'"{config.MODE_ENV}", "smoke"' in conftest
+
+
+def test_readme_gives_the_commands_that_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install -e ." in readme
+    assert "jupyter lab" in readme
+    assert re.search(r"^pytest$", readme, re.M), "the README's test command is plain `pytest`"
+    assert "python -m helpers.run_notebooks" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^pytest\s*$", ci, re.M)
+
+
+def test_gitignore_keeps_data_cache_and_build_out():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for entry in ("/data/", "/cache/", "/build/"):
+        assert entry in ignored
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_follows_the_course_conventions(path):
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    first = "".join(cells[0]["source"])
+    owner_repo = config.REPO_URL.split("github.com/")[1]
+    badge = f"https://colab.research.google.com/github/{owner_repo}/blob/{config.REPO_BRANCH}/notebooks/{path.name}"
+    assert cells[0]["cell_type"] == "markdown" and first.startswith("# ")
+    assert badge in first, "Colab badge must point at this notebook in the repository of helpers.config.REPO_URL"
+    assert "Learning objectives" in first
+    setup = "".join(cells[1]["source"])
+    assert cells[1]["cell_type"] == "code" and "google.colab" in setup
+    assert f"git+{config.REPO_URL}@{config.REPO_BRANCH}" in setup, "setup cell must install from helpers.config.REPO_URL"
+    assert "torch==" not in setup and "--upgrade" not in setup, "setup cell must never reinstall Colab's torch"
+    report = "".join(cells[2]["source"])
+    assert "config.describe(" in report, "third cell prints the one-line configuration report"
+    text = "\n".join("".join(c["source"]) for c in cells)
+    assert re.search(r"^## .*Summary", text, re.M), "a Summary section"
+    assert re.search(r"^## .*Exercises?", text, re.M), "an Exercises section"
+    assert "exercises.check(" in text, "exercises are checked"
+    assert "# NBVAL_CHECK_OUTPUT" in text, "nbval checks the printed values of deterministic cells"
+    assert not re.search(r"['\"]/(home|root|work|tmp|content)/", text), "relative paths only"
+    outputs = sum(len(json.dumps(c.get("outputs", []))) for c in cells if c["cell_type"] == "code")
+    assert outputs < 100_000, "notebooks are stored without bulky outputs"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_notebooks_are_numbered_in_order():
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(len(numbers)))
