@@ -1,0 +1,402 @@
+"""Tests of helpers.metrics: every metric against numbers computed by hand on a small fixed example."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from torch import nn
+
+from helpers import metrics as M
+
+# The worked example. Positives (y=1): 0.9, 0.4, 0.8. Negatives: 0.1, 0.6, 0.3, 0.95, 0.2.
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
+P = np.array([0.1, 0.6, 0.3, 0.95, 0.9, 0.4, 0.8, 0.2])
+# At threshold 0.5: called positive 0.6, 0.95, 0.9, 0.8 -> tp = 2 (0.9, 0.8), fp = 2 (0.6, 0.95),
+# fn = 1 (0.4), tn = 3 (0.1, 0.3, 0.2).
+HAND_AT_HALF = {
+    "tp": 2,
+    "fp": 2,
+    "tn": 3,
+    "fn": 1,
+    "n": 8,
+    "accuracy": 5 / 8,
+    "sensitivity": 2 / 3,
+    "specificity": 3 / 5,
+    "precision": 2 / 4,
+    "npv": 3 / 4,
+    "f1": 4 / 7,  # 2tp / (2tp + fp + fn) = 4 / 7
+    "prevalence": 3 / 8,
+    "threshold": 0.5,
+}
+# ROC-AUC: pairs (positive > negative) out of 3 x 5 = 15: 0.9 beats 4 (not 0.95), 0.8 beats 4, 0.4 beats 3.
+HAND_ROC_AUC = 11 / 15
+# Ranked descending: 0.95 N, 0.9 P, 0.8 P, 0.6 N, 0.4 P -> AP = (1/2 + 2/3 + 3/5) / 3 = 53 / 90.
+HAND_PR_AUC = 53 / 90
+# Brier: (0.01 + 0.36 + 0.09 + 0.9025 + 0.01 + 0.36 + 0.04 + 0.04) / 8 = 1.8125 / 8.
+HAND_BRIER = 1.8125 / 8
+
+
+def test_threshold_metrics_match_hand_computed_values():
+    assert M.threshold_metrics(Y, P, 0.5) == pytest.approx(HAND_AT_HALF)
+
+
+@pytest.mark.parametrize("threshold", [0.25, 0.5, 0.85])
+def test_threshold_metrics_agree_with_sklearn(threshold):
+    m = M.threshold_metrics(Y, P, threshold)
+    pred = (P >= threshold).astype(int)
+    assert [m["tn"], m["fp"], m["fn"], m["tp"]] == confusion_matrix(Y, pred).ravel().tolist()
+    assert m["sensitivity"] == pytest.approx(recall_score(Y, pred))
+    assert m["specificity"] == pytest.approx(recall_score(Y, pred, pos_label=0))
+    assert m["precision"] == pytest.approx(precision_score(Y, pred))
+    assert m["npv"] == pytest.approx(precision_score(Y, pred, pos_label=0))
+    assert m["f1"] == pytest.approx(f1_score(Y, pred))
+
+
+def test_threshold_is_inclusive():
+    assert M.threshold_metrics(Y, P, 0.6)["fp"] == 2  # 0.6 itself is called positive
+    assert M.threshold_metrics(Y, P, 0.61)["fp"] == 1
+
+
+def test_ranking_metrics_match_hand_computed_values():
+    assert M.ranking_metrics(Y, P) == pytest.approx(
+        {"roc_auc": HAND_ROC_AUC, "pr_auc": HAND_PR_AUC, "pr_auc_baseline": 3 / 8}
+    )
+
+
+def test_one_class_gives_nan_with_a_warning_not_a_crash():
+    negatives = np.zeros(8, dtype=int)
+    with pytest.warns(UndefinedMetricWarning, match="sensitivity undefined"):
+        m = M.threshold_metrics(negatives, P, 0.5)
+    # 4 called positive, all false: fp = 4, tn = 4, no positives at all.
+    assert np.isnan(m["sensitivity"])
+    assert (m["specificity"], m["precision"], m["npv"], m["f1"]) == (0.5, 0.0, 1.0, 0.0)
+    with pytest.warns(UndefinedMetricWarning, match="only one class"):
+        r = M.ranking_metrics(negatives, P)
+    assert np.isnan(r["roc_auc"]) and np.isnan(r["pr_auc"]) and r["pr_auc_baseline"] == 0.0
+
+
+def test_nothing_called_positive_leaves_precision_undefined_and_f1_zero():
+    with pytest.warns(UndefinedMetricWarning, match="precision undefined"):
+        m = M.threshold_metrics(Y, P, 0.99)
+    assert np.isnan(m["precision"])
+    assert m["f1"] == 0.0  # 2*0 / (0 + 0 + 3)
+    assert m["specificity"] == 1.0 and m["npv"] == 5 / 8
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "message"),
+    [
+        ([0, 2, 1], [0.1, 0.2, 0.3], "only 0 and 1"),
+        ([0, 1, 1], [0.1, 1.2, 0.3], r"in \[0, 1\]"),
+        ([0, 1, 1], [0.1, np.nan, 0.3], "finite"),
+        ([0, 1], [0.1, 0.2, 0.3], "same length"),
+        ([], [], "empty"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(y, p, message):
+    with pytest.raises(ValueError, match=message):
+        M.threshold_metrics(y, p)
+
+
+def test_choose_threshold_rules_on_the_worked_example():
+    # Youden's J per threshold (tpr - fpr): 0.95: -0.2, 0.9: 0.13, 0.8: 0.47, 0.6: 0.27, 0.4: 0.6, 0.3: 0.4 ...
+    assert M.choose_threshold(Y, P, "youden") == 0.4
+    # Highest threshold reaching the sensitivity: 0.9 -> 1/3, 0.8 -> 2/3, 0.4 -> 3/3.
+    assert M.choose_threshold(Y, P, "sensitivity", 0.2) == 0.9
+    assert M.choose_threshold(Y, P, "sensitivity", 0.6) == 0.8
+    assert M.choose_threshold(Y, P, "sensitivity", 0.9) == 0.4
+    assert M.choose_threshold(Y, P, "sensitivity", 1.0) == 0.4
+    assert M.choose_threshold(Y, P, "fixed") == 0.5
+    assert M.choose_threshold(Y, P, "fixed", 0.3) == 0.3
+
+
+def test_youden_ties_take_the_highest_threshold():
+    # J = 0.5 at 0.4 (tpr 1/2, fpr 0) and at 0.2 (tpr 1, fpr 1/2).
+    assert M.choose_threshold([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], "youden") == 0.4
+
+
+def test_choose_threshold_errors():
+    with pytest.raises(ValueError, match="only class 0"):
+        M.choose_threshold([0, 0, 0], [0.1, 0.2, 0.3], "youden")
+    with pytest.raises(ValueError, match="rule must be"):
+        M.choose_threshold(Y, P, "best")
+    with pytest.raises(ValueError, match=r"target value in \(0, 1\]"):
+        M.choose_threshold(Y, P, "sensitivity")
+
+
+def test_brier_score_by_hand_and_sklearn():
+    assert M.brier_score(Y, P) == pytest.approx(HAND_BRIER)
+    assert M.brier_score(Y, P) == pytest.approx(brier_score_loss(Y, P))
+
+
+def test_calibration_table_four_bins_by_hand():
+    table = M.calibration_table(Y, P, n_bins=4)
+    # Bins (0, .25], (.25, .5], (.5, .75], (.75, 1]: {0.1, 0.2}, {0.3, 0.4}, {0.6}, {0.95, 0.9, 0.8}.
+    assert table["count"].tolist() == [2, 2, 1, 3]
+    assert table["bin_low"].tolist() == [0.0, 0.25, 0.5, 0.75]
+    assert table["mean_predicted"].tolist() == pytest.approx([0.15, 0.35, 0.6, 2.65 / 3])
+    assert table["fraction_positive"].tolist() == pytest.approx([0.0, 0.5, 0.0, 2 / 3])
+
+
+def test_calibration_table_keeps_empty_bins_and_quantile_bins_count_everything():
+    table = M.calibration_table([0, 1, 0, 1], [0.05, 0.15, 0.17, 0.95], n_bins=10)
+    assert table["count"].tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert table.loc[table["count"] == 0, ["mean_predicted", "fraction_positive"]].isna().all().all()
+    assert table.loc[1, "mean_predicted"] == pytest.approx(0.16) and table.loc[1, "fraction_positive"] == 0.5
+    assert M.calibration_table(Y, P, n_bins=4, strategy="quantile")["count"].sum() == 8
+
+
+def test_expected_calibration_error_by_hand():
+    # 2 bins: (0, .5] mean .25, fraction .25; (.5, 1] mean .8125, fraction .5 -> (4*0 + 4*.3125) / 8.
+    assert M.expected_calibration_error(Y, P, n_bins=2) == pytest.approx(0.15625)
+    # 4 bins: (2*.15 + 2*.15 + 1*.6 + 3*(2.65/3 - 2/3)) / 8 = 1.85 / 8.
+    assert M.expected_calibration_error(Y, P, n_bins=4) == pytest.approx(1.85 / 8)
+
+
+@pytest.mark.parametrize("name", M.SUMMARY_METRICS)
+def test_batched_metric_equals_sklearn_with_sample_weights(name):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 120)
+    p = np.round(rng.random(120), 1)  # many ties
+    weights = rng.integers(0, 3, size=(6, 120))
+    metric = M.metric_function(name, threshold=0.5)
+    got = metric.batched(y, p, weights)
+    for b, w in enumerate(weights):
+        idx = np.repeat(np.arange(120), w)
+        assert got[b] == pytest.approx(metric(y[idx], p[idx]), abs=1e-12)
+    if name == "roc_auc":
+        assert got[0] == pytest.approx(roc_auc_score(y, p, sample_weight=weights[0]), abs=1e-12)
+    if name == "pr_auc":
+        assert got[0] == pytest.approx(average_precision_score(y, p, sample_weight=weights[0]), abs=1e-12)
+
+
+def test_bootstrap_of_a_constant_metric_has_zero_width():
+    assert M.bootstrap_ci(Y, P, lambda y, p: 0.7, n_boot=50) == (0.7, 0.7, 0.7)
+
+
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_bootstrap_of_a_mean_matches_the_normal_approximation(vectorised):
+    y = np.r_[np.ones(300, dtype=int), np.zeros(700, dtype=int)]
+    p = np.full(1000, 0.5)
+    fn = M.metric_function("prevalence") if vectorised else (lambda yy, pp: float(yy.mean()))
+    point, low, high = M.bootstrap_ci(y, p, fn, n_boot=4000, seed=1)
+    half = 1.96 * np.sqrt(0.3 * 0.7 / 1000)  # 0.0284
+    assert point == 0.3
+    assert low == pytest.approx(0.3 - half, abs=0.004)
+    assert high == pytest.approx(0.3 + half, abs=0.004)
+
+
+def test_bootstrap_is_deterministic_given_the_seed():
+    fn = M.metric_function("roc_auc")
+    first = M.bootstrap_ci(Y, P, fn, n_boot=200, seed=7)
+    assert M.bootstrap_ci(Y, P, fn, n_boot=200, seed=7) == first
+    assert M.bootstrap_ci(Y, P, fn, n_boot=200, seed=8) != first
+
+
+def test_vectorised_and_per_resample_paths_draw_the_same_resamples():
+    rng = np.random.default_rng(0)
+    y, p, groups = rng.integers(0, 2, 90), rng.random(90), rng.integers(0, 30, 90)
+    fns = {
+        "fast": M.metric_function("roc_auc"),
+        "slow": lambda yy, pp: roc_auc_score(yy, pp) if 0 < yy.mean() < 1 else np.nan,
+    }
+    samples = M.bootstrap_samples(y, p, fns, groups=groups, n_boot=150, seed=2)
+    np.testing.assert_allclose(samples["fast"], samples["slow"], atol=1e-12)
+
+
+def test_bootstrap_resamples_patients_as_whole_units():
+    sizes = np.array([1, 2, 3] * 10)  # 30 patients with 1, 2 or 3 images each
+    patient = np.repeat(np.arange(30), sizes)
+    p = patient / 100  # carries the patient id into the metric
+
+    def only_whole_patients(yy, pp):
+        counts = np.bincount(np.rint(pp * 100).astype(int), minlength=30)
+        return float(np.all(counts % sizes == 0))
+
+    y = np.zeros(len(patient), dtype=int)
+    assert M.bootstrap_ci(y, p, only_whole_patients, groups=patient, n_boot=100) == (1.0, 1.0, 1.0)
+
+
+def test_patient_resampling_widens_the_interval_of_clustered_data():
+    # 60 patients x 5 identical images: the information is that of 60 cases, not 300.
+    y = np.repeat(np.arange(60) % 2, 5)
+    p, patient = np.full(300, 0.5), np.repeat(np.arange(60), 5)
+    fn = M.metric_function("prevalence")
+    _, low_g, high_g = M.bootstrap_ci(y, p, fn, groups=patient, n_boot=3000)
+    _, low_r, high_r = M.bootstrap_ci(y, p, fn, n_boot=3000)
+    assert high_g - low_g == pytest.approx(2 * 1.96 * np.sqrt(0.25 / 60), rel=0.12)
+    assert high_r - low_r == pytest.approx(2 * 1.96 * np.sqrt(0.25 / 300), rel=0.12)
+
+
+def test_bootstrap_warns_when_many_resamples_are_undefined():
+    y = np.r_[np.zeros(9, dtype=int), 1]  # one positive: (9/10)^10 = 35 % of resamples have none
+    p = np.linspace(0.05, 0.95, 10)
+    with pytest.warns(UndefinedMetricWarning, match="undefined in 3[0-9]% of the bootstrap resamples"):
+        point, low, high = M.bootstrap_ci(y, p, M.metric_function("roc_auc"), n_boot=2000)
+    assert point == 1.0 and 0 <= low <= high <= 1  # the positive has the highest score
+
+
+def test_bootstrap_argument_errors():
+    with pytest.raises(ValueError, match="one id per row"):
+        M.bootstrap_ci(Y, P, M.metric_function("f1"), groups=[1, 2, 3])
+    with pytest.raises(ValueError, match="n_boot must be >= 1"):
+        M.bootstrap_ci(Y, P, M.metric_function("f1"), n_boot=0)
+    with pytest.raises(ValueError, match=r"ci must be in \(0, 1\)"):
+        M.bootstrap_ci(Y, P, M.metric_function("f1"), ci=95)
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        M.metric_function("auc")
+
+
+def test_summary_table_estimates_and_determinism():
+    table = M.summary_table(Y, P, 0.5, n_boot=200, seed=0)
+    assert table["metric"].tolist() == list(M.SUMMARY_METRICS)
+    estimates = dict(zip(table["metric"], table["estimate"], strict=True))
+    expected = {k: HAND_AT_HALF[k] for k in (*M.THRESHOLD_METRICS, "prevalence")}
+    assert estimates == pytest.approx(
+        {**expected, "roc_auc": HAND_ROC_AUC, "pr_auc": HAND_PR_AUC, "brier": HAND_BRIER}
+    )
+    assert (table["ci_low"] <= table["estimate"] + 1e-12).all() and (
+        table["estimate"] <= table["ci_high"] + 1e-12
+    ).all()
+    pd.testing.assert_frame_equal(table, M.summary_table(Y, P, 0.5, n_boot=200, seed=0))
+    assert table.attrs == {"n": 8, "threshold": 0.5, "n_boot": 200, "ci": 0.95}
+
+
+def _subgroup_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sex": ["F"] * 4 + ["M"] * 6,
+            "label": [0, 1, 1, 0] + [1, 0, 0, 1, 0, 1],
+            "prob": [0.2, 0.7, 0.4, 0.1] + [0.9, 0.6, 0.3, 0.2, 0.1, 0.8],
+            "patient": [0, 1, 2, 3, 4, 4, 5, 6, 7, 8],
+        }
+    )
+
+
+@pytest.mark.filterwarnings("ignore:sex=:sklearn.exceptions.UndefinedMetricWarning")  # 4-6 rows per subgroup
+def test_subgroup_table_counts_and_hand_computed_estimates():
+    table = M.subgroup_table(
+        _subgroup_frame(), "sex", threshold=0.5, n_boot=100, seed=0, patient_col="patient"
+    )
+    assert list(table.columns) == [
+        "variable", "subgroup", "n", "n_positive", "prevalence",
+        "auc", "auc_low", "auc_high",
+        "sensitivity", "sensitivity_low", "sensitivity_high",
+        "specificity", "specificity_low", "specificity_high",
+    ]  # fmt: skip
+    assert table["subgroup"].tolist() == ["F", "M"]
+    assert table["n"].tolist() == [4, 6] and table["n_positive"].tolist() == [2, 3]
+    assert table["prevalence"].tolist() == [0.5, 0.5]
+    # F: positives 0.7, 0.4 above both negatives -> AUC 1; at 0.5 sens 1/2, spec 2/2.
+    # M: positives 0.9, 0.2, 0.8 vs negatives 0.6, 0.3, 0.1 -> 3 + 1 + 3 = 7 of 9; sens 2/3, spec 2/3.
+    assert table["auc"].tolist() == pytest.approx([1.0, 7 / 9])
+    assert table["sensitivity"].tolist() == pytest.approx([0.5, 2 / 3])
+    assert table["specificity"].tolist() == pytest.approx([1.0, 2 / 3])
+    assert (table["auc_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_high"]).all()
+
+
+def test_subgroup_table_degenerate_subgroup_and_missing_column():
+    df = _subgroup_frame().assign(view=["AP"] * 4 + ["PA"] * 6)
+    df.loc[df["view"] == "AP", "label"] = 0
+    with pytest.warns(UndefinedMetricWarning, match="view='AP': auc, sensitivity undefined"):
+        table = M.subgroup_table(df, "view", threshold=0.5, n_boot=50)
+    assert np.isnan(table.loc[0, "auc"]) and table.loc[0, "specificity"] == 0.75  # 0.7 is called positive
+    with pytest.raises(ValueError, match=r"columns \['age'\] not in the DataFrame"):
+        M.subgroup_table(df, "age", threshold=0.5)
+
+
+def test_age_bands_labels_and_implausible_ages():
+    ages = pd.Series([5, "51", "051Y", 85, 148, None, -3, 19.5, 20], index=list("abcdefghi"))
+    bands = M.age_bands(ages)
+    assert bands.tolist() == [
+        "0-19", "40-59", "40-59", "80+", "implausible (>100)", "unknown", "unknown", "0-19", "20-39",
+    ]  # fmt: skip
+    assert list(bands.index) == list("abcdefghi")
+    assert list(bands.cat.categories) == [
+        "0-19", "20-39", "40-59", "60-79", "80+", "implausible (>100)", "unknown",
+    ]  # fmt: skip
+    assert bands.cat.ordered
+
+
+def test_find_errors_ranks_the_cases():
+    df = pd.DataFrame({"label": Y, "prob": P})
+    errors = M.find_errors(df, "prob", "label", threshold=0.5, k=3)
+    assert errors["false_positives"].index.tolist() == [3, 1]  # 0.95 then 0.6
+    assert errors["false_negatives"].index.tolist() == [5]  # 0.4
+    # |p - 0.5|: 0.6 -> 0.1, 0.4 -> 0.1 (tie kept in row order), 0.3 -> 0.2.
+    assert errors["least_certain"].index.tolist() == [1, 5, 2]
+    with pytest.raises(ValueError, match=r"columns \['p'\] not in the DataFrame"):
+        M.find_errors(df, "p", "label")
+
+
+class MeanLogit(nn.Module):
+    """Logit k = k * (mean of the input): known outputs; records how it was called."""
+
+    def __init__(self, n_logits: int = 1):
+        super().__init__()
+        self.scale = nn.Parameter(
+            torch.arange(n_logits, dtype=torch.float32) if n_logits > 1 else torch.ones(1)
+        )
+        self.dropout = nn.Dropout(0.5)
+        self.calls: list[tuple] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tuple(x.shape), x.dtype, self.training, torch.is_grad_enabled()))
+        return self.dropout(x.mean(dim=(1, 2, 3))[:, None] * self.scale)
+
+
+def _images() -> np.ndarray:
+    images = np.full((5, 4, 4), 255, dtype=np.uint8)
+    images[1] = 0
+    images[3] = 51  # 0.2 -> (0.2 - 0.5) / 0.25 = -1.2
+    return images
+
+
+def test_predict_normalises_batches_and_restores_the_model(tmp_path):
+    model = MeanLogit()
+    model.train()
+    model.dropout.eval()  # a mixed state that must come back exactly
+    probs = M.predict(model, _images(), mean=0.5, std=0.25, batch_size=2, device="cpu", progress=False)
+    expected = torch.sigmoid(torch.tensor([2.0, -2.0, 2.0, -1.2, 2.0])).numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-6)
+    assert probs.dtype == np.float32 and probs.shape == (5,)
+    assert [c[0] for c in model.calls] == [(2, 1, 4, 4), (2, 1, 4, 4), (1, 1, 4, 4)]
+    assert all(c[1] == torch.float32 and c[2] is False and c[3] is False for c in model.calls)
+    assert model.training and not model.dropout.training
+    assert model.scale.grad is None
+    stored = np.memmap(tmp_path / "images.u8", dtype=np.uint8, mode="w+", shape=(5, 4, 4))
+    stored[:] = _images()
+    for source in (stored, torch.from_numpy(_images())):
+        got = M.predict(model, source, mean=0.5, std=0.25, batch_size=256, device="cpu", progress=False)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_predict_float_inputs_are_used_as_is_and_softmax_for_several_logits():
+    x = np.full((3, 1, 2, 2), 0.3, dtype=np.float32)
+    probs = M.predict(MeanLogit(), x, mean=0.5, std=0.25, device="cpu", progress=False)
+    np.testing.assert_allclose(probs, torch.sigmoid(torch.tensor([0.3] * 3)).numpy(), rtol=1e-6)
+    probs3 = M.predict(MeanLogit(3), _images(), mean=0.5, std=0.25, device="cpu", progress=False)
+    assert probs3.shape == (5, 3)
+    np.testing.assert_allclose(probs3.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probs3[0], torch.softmax(torch.tensor([0.0, 2.0, 4.0]), 0).numpy(), rtol=1e-6)
+
+
+def test_predict_rejects_bad_images():
+    with pytest.raises(ValueError, match="must be uint8 .raw. or float .normalised., got dtype int16"):
+        M.predict(MeanLogit(), np.zeros((2, 4, 4), dtype=np.int16), mean=0.5, std=0.25, device="cpu")
+    with pytest.raises(ValueError, match=r"N x H x W or N x C x H x W, got shape \(4, 4\)"):
+        M.predict(MeanLogit(), np.zeros((4, 4), dtype=np.uint8), mean=0.5, std=0.25, device="cpu")
+    with pytest.raises(ValueError, match="std must be > 0"):
+        M.predict(MeanLogit(), _images(), mean=0.5, std=0.0, device="cpu")

@@ -1,0 +1,220 @@
+"""Tests of helpers.plots: titles, labels, artists and data of each figure; overlay values; box scaling."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from helpers import metrics, plots  # noqa: E402
+
+# The worked example of tests/test_metrics.py: at 0.5, tn = 3, fp = 2, fn = 1, tp = 2; AUC 11/15, AP 53/90.
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
+P = np.array([0.1, 0.6, 0.3, 0.95, 0.9, 0.4, 0.8, 0.2])
+
+
+@pytest.fixture(autouse=True)
+def no_show_and_close(monkeypatch):
+    def refuse_show(*args, **kwargs):
+        raise AssertionError("helpers.plots must never call plt.show()")
+
+    monkeypatch.setattr(plt, "show", refuse_show)
+    yield
+    plt.close("all")
+
+
+def _legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_confusion_matrix_counts_rates_labels_and_colour_bar():
+    ax = plots.plot_confusion_matrix(Y, P, 0.5)
+    assert [t.get_text() for t in ax.texts] == ["3\n(60%)", "2\n(40%)", "1\n(33%)", "2\n(67%)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Normal", "Pneumonia"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Normal", "Pneumonia"]
+    assert ax.get_title() == "Confusion matrix (n = 8, threshold 0.50)"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Predicted class (prob >= 0.50)", "True class")
+    colour_bar_axes = [a for a in ax.figure.axes if a is not ax]
+    assert len(colour_bar_axes) == 1
+    assert colour_bar_axes[0].get_ylabel() == "row rate (fraction of the true class)"
+    custom = plots.plot_confusion_matrix(Y, P, 0.5, class_names=("no", "yes"))
+    assert [t.get_text() for t in custom.get_xticklabels()] == ["no", "yes"]
+
+
+def test_roc_curve_with_auc_in_legend_and_operating_point():
+    fig, ax = plt.subplots()
+    assert plots.plot_roc(Y, P, threshold=0.5, label="ResNet18", ax=ax) is ax
+    assert len(ax.lines) == 3  # curve, chance diagonal, operating point
+    legend = _legend_texts(ax)
+    assert legend[0] == "ResNet18 (AUC = 0.733)"
+    assert legend[2] == "threshold 0.50: sens 0.67, spec 0.60"
+    point = ax.lines[2]
+    assert point.get_xdata()[0] == pytest.approx(0.4) and point.get_ydata()[0] == pytest.approx(2 / 3)
+    assert ax.get_title() == "ROC curve"
+    assert ax.get_xlabel() == "False positive rate (1 - specificity, fraction)"
+    assert ax.get_ylabel() == "True positive rate (sensitivity, fraction)"
+    assert len(plots.plot_roc(Y, P).lines) == 2  # no threshold, no point
+
+
+def test_pr_curve_with_prevalence_baseline_and_operating_point():
+    ax = plots.plot_pr(Y, P, threshold=0.5)
+    assert len(ax.lines) == 3
+    assert _legend_texts(ax)[:2] == ["model (AP = 0.589)", "prevalence baseline (0.375)"]
+    assert list(ax.lines[1].get_ydata()) == [0.375, 0.375]
+    assert ax.lines[2].get_xdata()[0] == pytest.approx(2 / 3) and ax.lines[2].get_ydata()[0] == 0.5
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (
+        "Recall (sensitivity, fraction)",
+        "Precision (PPV, fraction)",
+    )
+    assert ax.get_title() == "Precision-recall curve"
+
+
+def test_reliability_diagram_points_and_bin_counts():
+    ax = plots.plot_reliability(Y, P, n_bins=4)
+    curve = ax.lines[1]
+    np.testing.assert_allclose(curve.get_xdata(), [0.15, 0.35, 0.6, 2.65 / 3])
+    np.testing.assert_allclose(curve.get_ydata(), [0.0, 0.5, 0.0, 2 / 3])
+    assert _legend_texts(ax) == ["perfect calibration", "model (ECE = 0.231)"]
+    (counts_ax,) = [a for a in ax.figure.axes if a is not ax]
+    assert [bar.get_height() for bar in counts_ax.patches] == [2, 2, 1, 3]
+    assert counts_ax.get_ylabel() == "images per bin (count)"
+    assert ax.get_xlabel() == "Mean predicted probability (fraction)"
+    assert ax.get_title() == "Reliability diagram (4 uniform bins)"
+
+
+def test_subgroup_chart_error_bars_from_a_subgroup_table():
+    df = pd.DataFrame({"label": Y, "prob": P, "sex": ["F", "M"] * 4})
+    with pytest.warns(Warning):  # four rows per subgroup: many undefined resamples
+        table = metrics.subgroup_table(df, "sex", threshold=0.5, n_boot=100)
+    ax = plots.plot_subgroups(table, "sensitivity", reference=0.5)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sex = F (n = 4)", "sex = M (n = 4)"]
+    points = ax.lines[0]
+    np.testing.assert_allclose(points.get_xdata(), table["sensitivity"])
+    assert len(ax.collections) == 1  # the horizontal error bars
+    assert ax.get_xlabel() == "sensitivity (fraction, 95% bootstrap CI)"
+    assert ax.get_title() == "sensitivity by subgroup"
+    with pytest.raises(ValueError, match=r"columns \['auc_low', 'auc_high'\] missing"):
+        plots.plot_subgroups(table[["subgroup", "n", "auc"]], "auc")
+
+
+HISTORY = pd.DataFrame(
+    {
+        "epoch": [1, 2, 3, 4],
+        "train_loss": [0.7, 0.5, 0.4, 0.3],
+        "val_loss": [0.69, 0.48, 0.5, 0.52],  # lowest at epoch 2
+        "train_acc": [0.5, 0.7, 0.8, 0.85],
+        "val_acc": [0.55, 0.7, 0.78, 0.76],  # highest at epoch 3
+        "lr": [1e-4] * 4,
+    }
+)
+
+
+def test_learning_curves_mark_the_best_epoch():
+    fig = plots.plot_learning_curves(HISTORY)
+    loss_ax, metric_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines[:2]] == ["train_loss", "val_loss"]
+    assert [line.get_label() for line in metric_ax.lines[:2]] == [
+        "train_acc",
+        "val_acc",
+    ]  # lr is not a metric
+    for ax in (loss_ax, metric_ax):
+        assert len(ax.lines) == 3 and list(ax.lines[2].get_xdata()) == [3, 3]
+        assert ax.get_xlabel() == "epoch"
+    assert metric_ax.lines[2].get_label() == "best epoch 3 (val_acc = 0.780)"
+    assert loss_ax.get_ylabel() == "loss (mean per image)" and metric_ax.get_ylabel() == "metric (fraction)"
+    assert fig.get_suptitle() == "Learning curves"
+    by_loss = plots.plot_learning_curves(HISTORY, monitor="val_loss", mode="min")
+    assert list(by_loss.axes[0].lines[2].get_xdata()) == [2, 2]
+    only_losses = plots.plot_learning_curves(HISTORY[["train_loss", "val_loss"]])
+    assert list(only_losses.axes[0].lines[2].get_xdata()) == [2, 2]  # epochs from the index, val_loss min
+    with pytest.raises(ValueError, match="monitor column 'val_auc' not in history"):
+        plots.plot_learning_curves(HISTORY, monitor="val_auc")
+
+
+def test_learning_curves_default_to_the_saved_checkpoint_of_helpers_train():
+    # helpers.train.fit flags each epoch that improved its monitor; the checkpoint is the last flagged one.
+    history = HISTORY.assign(val_auc=[0.6, 0.7, 0.72, 0.8], best=[True, True, True, True])
+    history.loc[3, "best"] = False
+    fig = plots.plot_learning_curves(history)
+    assert list(fig.axes[1].lines[-1].get_xdata()) == [3, 3]
+    assert fig.axes[1].lines[-1].get_label() == "best epoch 3 (saved checkpoint)"
+    assert [line.get_label() for line in fig.axes[1].lines[:3]] == ["train_acc", "val_acc", "val_auc"]
+
+
+def test_overlay_shape_range_and_blend():
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    heat = np.linspace(0, 5, 12).reshape(3, 4)
+    rgb = plots.overlay(image, heat, alpha=0.4)
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.float32
+    assert rgb.min() >= 0 and rgb.max() <= 1
+    grey = (image - image.min()) / np.ptp(image)
+    np.testing.assert_allclose(
+        plots.overlay(image, heat, alpha=0.0), np.repeat(grey[..., None], 3, -1), atol=1e-6
+    )
+    jet = colormaps["jet"](heat / 5)[..., :3]
+    np.testing.assert_allclose(plots.overlay(image, heat, alpha=1.0), jet, atol=1e-6)
+    np.testing.assert_allclose(rgb, 0.6 * grey[..., None] + 0.4 * jet, atol=1e-6)
+
+
+def test_overlay_resizes_small_heatmaps_and_rejects_bad_input():
+    rgb = plots.overlay(np.zeros((32, 48)), np.arange(4.0).reshape(2, 2), alpha=1.0)
+    assert rgb.shape == (32, 48, 3)
+    np.testing.assert_allclose(
+        rgb[0, 0], colormaps["jet"](0.0)[:3], atol=1e-6
+    )  # corners keep the corner value
+    np.testing.assert_allclose(rgb[-1, -1], colormaps["jet"](1.0)[:3], atol=1e-6)
+    assert plots.overlay(np.ones((4, 4)), np.ones((4, 4))).max() <= 1  # constant inputs do not divide by zero
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        plots.overlay(np.zeros((4, 4)), np.zeros((4, 4)), alpha=1.5)
+    with pytest.raises(ValueError, match=r"heatmap must be H x W .* got shape \(2, 4, 4\)"):
+        plots.overlay(np.zeros((4, 4)), np.zeros((2, 4, 4)))
+
+
+def test_show_overlay_colour_bar_boxes_and_labels():
+    ax = plots.show_overlay(
+        None, np.zeros((16, 16)), np.eye(16), boxes=[(2, 3, 4, 5), (8, 8, 2, 2)], title="Grad-CAM"
+    )
+    (colour_bar_ax,) = [a for a in ax.figure.axes if a is not ax]
+    assert colour_bar_ax.get_ylabel() == "relevance (normalised)"
+    assert len(ax.images) == 1 and len(ax.patches) == 2
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("Grad-CAM", "x (pixels)", "y (pixels)")
+
+
+def test_scale_and_draw_boxes():
+    np.testing.assert_allclose(
+        plots.scale_boxes([(100, 200, 50, 40)], 1024, 224), [[21.875, 43.75, 10.9375, 8.75]]
+    )
+    # Sizes are (height, width): x and w scale with the width, y and h with the height.
+    np.testing.assert_allclose(plots.scale_boxes((40, 20, 8, 10), (200, 400), (100, 100)), [[10, 10, 2, 5]])
+    _, ax = plt.subplots()
+    (rect,) = plots.draw_boxes(ax, [(10, 20, 5, 6)])
+    assert isinstance(rect, Rectangle)
+    assert rect.get_xy() == (9.5, 19.5) and (rect.get_width(), rect.get_height()) == (5, 6)
+    assert plots.draw_boxes(ax, []) == [] and len(ax.patches) == 1  # a negative patient: no boxes
+    with pytest.raises(ValueError, match=r"expected \(x, y, w, h\) boxes, got shape \(1, 3\)"):
+        plots.draw_boxes(ax, [(1, 2, 3)])
+
+
+def test_gallery_grid_titles_boxes_and_colour_bar():
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8), dtype=np.uint8)
+    heat = [np.eye(8)] * 4 + [None]
+    fig = plots.plot_gallery(images, titles=list("abcde"), boxes=[[(1, 1, 3, 3)]] * 5, heatmaps=heat, ncols=3)
+    tiles, colour_bars = fig.axes[:6], fig.axes[6:]
+    assert [t.get_title() for t in tiles[:5]] == list("abcde")
+    assert [len(t.patches) for t in tiles[:5]] == [1] * 5
+    assert not tiles[5].axison  # the spare tile is blank
+    assert len(colour_bars) == 1 and colour_bars[0].get_ylabel() == "relevance (normalised)"
+    assert tiles[4].images[0].get_array().ndim == 2  # no heatmap: the grey image itself
+    assert fig.get_suptitle() == "Images"
+    _, given = plt.subplots(1, 2)
+    plain = plots.plot_gallery(images[:2], ax=given, title="Two")
+    assert plain is given[0].figure and len(plain.axes) == 2  # no heatmaps, no colour bar
+    with pytest.raises(ValueError, match="3 titles for 5 images"):
+        plots.plot_gallery(images, titles=["a", "b", "c"])
