@@ -1,0 +1,133 @@
+"""Tests of helpers.models: ResNet18 surgery, ImageNet adaptation (offline), the breath-sound CNN."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models import resnet18
+
+from helpers.models import (
+    ARCHITECTURES,
+    adapt_conv1_to_grayscale,
+    breath_cnn,
+    count_parameters,
+    resnet18_xray,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_cpu_thread():
+    """Small tensors: one thread is faster than two contending ones on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resnet18_xray_has_one_input_channel_and_one_logit():
+    torch.manual_seed(0)
+    model = resnet18_xray().eval()
+    conv1 = model.conv1
+    assert (conv1.in_channels, conv1.out_channels) == (1, 64)
+    assert conv1.kernel_size == (7, 7) and conv1.stride == (2, 2) and conv1.padding == (3, 3)
+    assert conv1.bias is None
+    assert (model.fc.in_features, model.fc.out_features) == (512, 1)
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 224, 224)).shape == (2, 1)
+        assert model(torch.randn(3, 1, 32, 32)).shape == (3, 1)  # global pooling: any size >= 32
+    assert count_parameters(model) == 11_170_753
+    assert model.architecture_name == "resnet18_xray"
+
+
+def test_count_parameters_can_skip_frozen_ones():
+    model = breath_cnn(n_classes=2, width=4)
+    total = count_parameters(model, trainable_only=False)
+    model.fc.weight.requires_grad_(False)
+    assert count_parameters(model) == total - model.fc.weight.numel()
+    assert count_parameters(model, trainable_only=False) == total
+
+
+def test_adapt_conv1_sums_the_rgb_filters_and_drops_fc():
+    torch.manual_seed(0)
+    rgb = resnet18(weights=None).state_dict()
+    adapted = adapt_conv1_to_grayscale(rgb)
+    assert adapted["conv1.weight"].shape == (64, 1, 7, 7)
+    torch.testing.assert_close(adapted["conv1.weight"][:, 0], rgb["conv1.weight"].sum(dim=1))
+    assert not any(k.startswith("fc.") for k in adapted)
+    assert torch.equal(adapted["layer1.0.conv1.weight"], rgb["layer1.0.conv1.weight"])
+    # The point of summing: a grey image (R = G = B) gives the RGB network's exact response.
+    grey = torch.rand(1, 1, 20, 20)
+    rgb_response = F.conv2d(grey.expand(1, 3, 20, 20), rgb["conv1.weight"], stride=2, padding=3)
+    grey_response = F.conv2d(grey, adapted["conv1.weight"], stride=2, padding=3)
+    torch.testing.assert_close(grey_response, rgb_response, rtol=1e-5, atol=1e-5)
+
+
+def test_adapt_conv1_rejects_a_non_rgb_state_dict():
+    with pytest.raises(
+        ValueError, match=r"conv1.weight should be out x 3 x k x k \(RGB\), got \(64, 1, 7, 7\)"
+    ):
+        adapt_conv1_to_grayscale({"conv1.weight": torch.zeros(64, 1, 7, 7)})
+    with pytest.raises(ValueError, match="has no 'conv1.weight'"):
+        adapt_conv1_to_grayscale({"fc.weight": torch.zeros(1, 512)})
+
+
+def test_pretrained_loads_imagenet_weights_with_summed_conv1(monkeypatch):
+    torch.manual_seed(1)
+    fake_imagenet = resnet18(weights=None).state_dict()
+    urls = []
+
+    def fake_download(url, progress=True, check_hash=False):
+        urls.append(url)
+        return {k: v.clone() for k, v in fake_imagenet.items()}
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    model = resnet18_xray(pretrained=True)
+    assert urls == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
+    torch.testing.assert_close(model.conv1.weight.data[:, 0], fake_imagenet["conv1.weight"].sum(dim=1))
+    assert torch.equal(model.layer4[1].conv2.weight.data, fake_imagenet["layer4.1.conv2.weight"])
+    assert model.fc.weight.shape == (1, 512)
+
+
+def test_pretrained_offline_raises_a_clear_runtime_error(monkeypatch):
+    def offline(url, progress=True, check_hash=False):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError) as info:
+        resnet18_xray(pretrained=True)
+    message = str(info.value)
+    assert message.startswith("Could not download the ImageNet weights for ResNet18 (URLError:")
+    assert "connect to the internet" in message
+    assert torch.hub.get_dir() in message and "resnet18-f37072fd.pth" in message
+    assert "resnet18_xray(pretrained=False)" in message
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
+
+
+def test_breath_cnn_shapes_and_gap_linear_head():
+    torch.manual_seed(0)
+    model = breath_cnn().eval()
+    x = torch.randn(3, 1, 96, 64)
+    with torch.no_grad():
+        logits = model(x)
+        maps = model.features(model.block3(model.block2(model.block1(x))))
+    assert logits.shape == (3, 4)
+    assert maps.shape == (3, 128, 12, 8)
+    # GAP + linear: the logits are the fc layer applied to the spatial means of `features`,
+    # which is what makes CAM exact for this network.
+    torch.testing.assert_close(logits, model.fc(maps.mean(dim=(2, 3))))
+    assert 200_000 < count_parameters(model) < 300_000
+    assert model.architecture_name == "breath_cnn"
+    assert model.architecture_kwargs == {"n_classes": 4, "in_channels": 1, "width": 32, "dropout": 0.2}
+
+
+def test_breath_cnn_options_and_registry():
+    model = breath_cnn(n_classes=2, in_channels=3, width=8).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 96, 48)).shape == (2, 2)
+    assert model.block1[0].in_channels == 3
+    assert set(ARCHITECTURES) == {"resnet18_xray", "breath_cnn"}
+    rebuilt = ARCHITECTURES["breath_cnn"](**model.architecture_kwargs)
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
