@@ -61,7 +61,7 @@ def test_pytest_runs_notebooks_with_nbval_in_the_current_environment():
 
 def test_readme_gives_the_commands_that_ci_runs():
     readme = (ROOT / "README.md").read_text()
-    assert "pip install -e ." in readme
+    assert "pip install -e \".[test]\"" in readme
     assert "jupyter lab" in readme
     assert re.search(r"^pytest$", readme, re.M), "the README's test command is plain `pytest`"
     assert "python -m helpers.run_notebooks" in readme
