@@ -1,4 +1,5 @@
-"""helpers.download and data_download.py against a local HTTP server (127.0.0.1, never the internet)."""
+"""helpers.download (with helpers.http_download, helpers.archives, helpers.kaggle) and data_download.py against
+a local HTTP server (127.0.0.1, never the internet)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import download
+from helpers import download, http_download
 from helpers.config import get_settings
 from helpers.download import DownloadError, Remote
 
@@ -210,7 +211,7 @@ def test_no_network_and_http_errors_are_one_line(server, tmp_path):
 def test_disk_space_is_checked_before_downloading(server, tmp_path, monkeypatch):
     server.files["/f.bin"] = b"y" * 5000
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(download.shutil, "disk_usage", lambda _p: usage._replace(free=100))
+    monkeypatch.setattr(http_download.shutil, "disk_usage", lambda _p: usage._replace(free=100))
     with pytest.raises(
         DownloadError, match=r"^disk full: downloading f.bin needs 0.00 GB but only 0.00 GB is free"
     ):
@@ -225,7 +226,7 @@ def test_enospc_while_writing_becomes_a_disk_full_message(server, tmp_path, monk
         def write(self, _data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(download, "open", lambda *_a, **_k: FullDisk(), raising=False)
+    monkeypatch.setattr(http_download, "open", lambda *_a, **_k: FullDisk(), raising=False)
     with pytest.raises(DownloadError, match=r"^disk full while writing .*f.bin.part: free some space"):
         download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", log=lambda _: None)
 
