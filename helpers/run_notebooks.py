@@ -5,8 +5,12 @@
     python -m helpers.run_notebooks --only 03 05    # some notebooks only
 
 Executed notebooks (``.ipynb`` with outputs, and ``.html``) go to ``build/<mode>/`` (git-ignored), with
-``timings.csv``: how long each notebook took. The source notebooks are never modified. Instructors use the
+``timings.csv``: how long each notebook took. The source notebooks are not modified. Instructors use the
 timings to plan a workshop (see the README's instructor guide).
+
+For maintainers: ``--store-checked-outputs`` (smoke mode only) writes back into the source notebooks the text
+outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` and strips every other output. nbval compares a checked
+cell's new output against the stored one, so a checked cell without a stored output would check nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +58,62 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 3600) -> float:
     return seconds
 
 
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def is_checked(cell) -> bool:
+    """Whether nbval compares this cell's output (its source starts with ``# NBVAL_CHECK_OUTPUT``)."""
+    return cell.get("cell_type") == "code" and "".join(cell.get("source", "")).lstrip().startswith(CHECK_MARK)
+
+
+def checked_outputs_only(executed, source):
+    """``source`` with the text outputs of its checked cells taken from ``executed``, all other outputs removed.
+
+    Only stdout streams and ``text/plain`` results are kept (figures and stderr are never compared).
+    """
+    import nbformat
+
+    out = nbformat.from_dict(source)
+    if len(executed.cells) != len(out.cells):
+        raise ValueError("the executed notebook has a different number of cells than its source")
+    count = 0
+    for cell, done in zip(out.cells, executed.cells, strict=True):
+        if cell.cell_type != "code":
+            continue
+        cell.outputs, cell.execution_count = [], None
+        if not is_checked(cell):
+            continue
+        count += 1
+        kept = []
+        for o in done.outputs:
+            if o.output_type == "stream" and o.name == "stdout":
+                kept.append(nbformat.v4.new_output("stream", name="stdout", text=o.text))
+            elif o.output_type == "execute_result" and "text/plain" in o.data:
+                kept.append(
+                    nbformat.v4.new_output(
+                        "execute_result", data={"text/plain": o.data["text/plain"]}, execution_count=count
+                    )
+                )
+        cell.outputs, cell.execution_count = kept, count
+    return out
+
+
+def store_checked_outputs(path: Path, out_dir: Path) -> None:
+    """Execute ``path`` (smoke mode) and write its checked cells' outputs back into it (atomically)."""
+    import nbformat
+
+    run_notebook(path, out_dir)
+    executed = nbformat.read(out_dir / path.name, as_version=4)
+    source = nbformat.read(path, as_version=4)
+    updated = checked_outputs_only(executed, source)
+    missing = [i for i, c in enumerate(updated.cells) if is_checked(c) and not c.outputs]
+    if missing:
+        raise ValueError(f"{path.name}: checked cells {missing} printed nothing; nbval would compare nothing")
+    tmp = path.with_name(f".{path.name}.tmp")
+    nbformat.write(updated, tmp)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,7 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 01 03")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/<mode>)")
+    parser.add_argument(
+        "--store-checked-outputs",
+        action="store_true",
+        help="maintainers: store the outputs of '# NBVAL_CHECK_OUTPUT' cells in the source notebooks (smoke mode)",
+    )
     args = parser.parse_args(argv)
+    if args.store_checked_outputs:
+        if args.mode not in (None, "smoke"):
+            parser.error("--store-checked-outputs runs in smoke mode, the mode pytest checks")
+        args.mode = "smoke"
 
     if args.mode:
         os.environ[MODE_ENV] = args.mode  # the kernels inherit this process's environment
@@ -83,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(f"running {path.name} ({mode}) ...", flush=True)
         try:
-            seconds = run_notebook(path, out_dir)
-            rows.append((path.name, seconds, "ok"))
+            start = time.perf_counter()
+            if args.store_checked_outputs:
+                store_checked_outputs(path, out_dir)
+            else:
+                run_notebook(path, out_dir)
+            rows.append((path.name, time.perf_counter() - start, "ok"))
         except Exception as exc:  # report and go on: one broken notebook should not hide the others
             failed = True
             rows.append((path.name, float("nan"), f"FAILED: {type(exc).__name__}"))

@@ -105,3 +105,21 @@ def test_notebook_follows_the_course_conventions(path):
 def test_notebooks_are_numbered_in_order():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
     assert numbers == list(range(len(numbers)))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_checked_cells_store_the_output_nbval_compares_and_nothing_else_is_stored(path):
+    """nbval compares a checked cell's output with the stored one: a checked cell with no stored output checks
+    nothing. Refresh with `python -m helpers.run_notebooks --store-checked-outputs`."""
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        checked = "".join(cell["source"]).lstrip().startswith("# NBVAL_CHECK_OUTPUT")
+        if checked:
+            assert cell["outputs"], f"cell {i} is checked but stores no output"
+            kinds = {o["output_type"] for o in cell["outputs"]}
+            assert kinds <= {"stream", "execute_result"}, f"cell {i} stores {kinds}"
+            assert all(o.get("name", "stdout") == "stdout" for o in cell["outputs"]), f"cell {i} stores stderr"
+        else:
+            assert not cell["outputs"], f"cell {i} is not checked but stores outputs"
