@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
-from helpers import preprocess
+from helpers import preprocess, store
 from helpers.dicom import read_xray
 
 TARGET_RATIO_2_CORES = 1.8
@@ -100,7 +100,7 @@ def files_per_second(fn, paths: list[Path], size: int) -> float:
 def timed_process(job: tuple[int, str, int]) -> float:
     """build_store's worker on one file; returns the CPU seconds it used in its own process."""
     start = time.process_time()
-    preprocess._process(job)
+    store._process(job)
     return time.process_time() - start
 
 

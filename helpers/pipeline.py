@@ -18,7 +18,8 @@ import torch
 
 from helpers import datasets
 from helpers.config import Settings, get_settings, pick_device
-from helpers.preprocess import PreparedStore, build_store, load_store, split_patients
+from helpers.preprocess import split_patients
+from helpers.store import PreparedStore, build_store, load_store
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.15

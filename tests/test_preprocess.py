@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
 from helpers import preprocess
+from helpers import store as store_module
 from helpers.kermany import kermany_items, patient_id
 from helpers.preprocess import (
     build_store,
@@ -274,7 +275,7 @@ def test_interrupted_build_resumes_to_identical_bytes(tmp_path, monkeypatch):
         calls.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(preprocess, "_read_resized", dies_after_five)
+    monkeypatch.setattr(store_module, "_read_resized", dies_after_five)
     dest = tmp_path / "store"
     with pytest.raises(KeyboardInterrupt):
         build_store(items, dest, size=32, workers=1, progress=False, checkpoint_every=2)
@@ -283,7 +284,7 @@ def test_interrupted_build_resumes_to_identical_bytes(tmp_path, monkeypatch):
         load_store(tmp_path / "store.partial")
 
     calls.clear()
-    monkeypatch.setattr(preprocess, "_read_resized", lambda p, s: (calls.append(p), real(p, s))[1])
+    monkeypatch.setattr(store_module, "_read_resized", lambda p, s: (calls.append(p), real(p, s))[1])
     build_store(items, dest, size=32, workers=1, progress=False)
     assert len(calls) == 3  # only the images not done before the interruption
     assert (dest / "images.npy").read_bytes() == (reference / "images.npy").read_bytes()
@@ -297,7 +298,9 @@ def test_all_cores_give_the_same_bytes_and_finished_stores_are_reused(tmp_path, 
     assert (one / "images.npy").read_bytes() == (two / "images.npy").read_bytes()
     assert (one / "index.csv").read_bytes() == (two / "index.csv").read_bytes()
 
-    monkeypatch.setattr(preprocess, "_read_resized", lambda p, s: pytest.fail("a finished store was rebuilt"))
+    monkeypatch.setattr(
+        store_module, "_read_resized", lambda p, s: pytest.fail("a finished store was rebuilt")
+    )
     assert build_store(items, one, size=32, workers=1, progress=False) == one
     with pytest.raises(ValueError, match="holds a store of other items or size"):
         build_store(items, one, size=16, workers=1, progress=False)
