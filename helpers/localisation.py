@@ -18,6 +18,7 @@ Scores:
 - :func:`heat_share`: the share of the map's total heat that falls inside the boxes ("energy").
 - Baselines that give those numbers a meaning: :func:`box_area_share` (what a map with no information
   scores) and :func:`random_maps` (smooth random maps that look like CAMs but know nothing).
+- :func:`to_heatmaps`: input gradients (``B x C x H x W``) or maps as non-negative ``B x H x W`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -259,6 +260,25 @@ def localisation_scores(
     )
     overlap = overlap_scores(maps, boxes_list, frac=frac, region=region, thresholds=thresholds)
     return pd.concat([table, overlap], axis=1)
+
+
+def to_heatmaps(maps: Any) -> np.ndarray:
+    """Any explanation as non-negative ``B x H x W`` heatmaps in [0, 1], ready to score and to overlay.
+
+    ``B x C x H x W`` input gradients (guided backpropagation, Guided Grad-CAM) become the largest absolute
+    value over the channels, ``|g|.amax(1)`` (the sign says which way the pixel pushes, not how much it
+    matters); ``B x H x W`` maps keep their values. Each map is then min-max scaled to [0, 1] (a constant map
+    becomes all zeros). Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
+    """
+    if isinstance(maps, torch.Tensor):
+        maps = maps.detach().to("cpu", torch.float64).numpy()
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim == 4:
+        maps = np.abs(maps).max(axis=1)
+    maps = _as_maps(maps)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
 
 
 def _random_maps(n: int, height: int, width: int, grid: int, generator: torch.Generator) -> np.ndarray:

@@ -218,3 +218,17 @@ def test_localisation_scores_match_the_single_scores():
     np.testing.assert_array_equal(table["pointing_game"], loc.pointing_game(maps, boxes, tolerance=1.5))
     np.testing.assert_array_equal(table["heat_share"], loc.heat_share(maps, boxes))
     pd.testing.assert_series_equal(table["iou"], loc.overlap_scores(maps, boxes)["iou"])
+
+
+def test_to_heatmaps_reduces_channels_by_abs_max_and_normalises():
+    gradients = np.zeros((2, 3, 2, 2))
+    gradients[0, 1, 0, 0] = -4.0  # a strong negative gradient counts as much as a positive one
+    gradients[0, 2, 1, 1] = 2.0
+    heat = loc.to_heatmaps(torch.from_numpy(gradients))
+    assert heat.shape == (2, 2, 2)
+    np.testing.assert_allclose(heat[0], [[1.0, 0.0], [0.0, 0.5]])
+    np.testing.assert_array_equal(heat[1], np.zeros((2, 2)))  # a constant map becomes zeros, not NaN
+    maps = np.array([[[1.0, 3.0], [2.0, 5.0]]])
+    np.testing.assert_allclose(loc.to_heatmaps(maps)[0], [[0.0, 0.5], [0.25, 1.0]])
+    with pytest.raises(ValueError, match="B x H x W"):
+        loc.to_heatmaps(np.zeros((2, 2)))
