@@ -1,7 +1,8 @@
 """Serving image batches to a device: on the GPU when the data fit, streamed when not; batched inference.
 
 Taught in ``notebooks/02_training_resnet18.ipynb``; used by :func:`helpers.train.fit`.
-``helpers.train`` re-exports :class:`DeviceData`, :func:`predict_logits` and :func:`predict_proba`.
+``helpers.train`` re-exports :class:`DeviceData` and :func:`predict_logits`. Probabilities for a whole split:
+:func:`helpers.metrics.predict` (re-exported as ``helpers.train.predict_proba``), built on this module.
 
 Why not a ``torch.utils.data.DataLoader``: the preprocessed images are small uint8 arrays (all RSNA
 films at 224 x 224 are 1.3 GB), so they fit in GPU memory next to ResNet18. Copied there once, a batch
@@ -22,7 +23,7 @@ from torch import nn
 
 from helpers.config import pick_device
 
-__all__ = ["DeviceData", "logits_for", "predict_logits", "predict_proba", "prepare_batch"]
+__all__ = ["DeviceData", "logits_for", "predict_logits", "prepare_batch"]
 
 _COPY_CHUNK_BYTES = 64 * 2**20
 
@@ -184,14 +185,3 @@ def predict_logits(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     return logits_for(model, DeviceData(images, device=device), mean, std, batch_size).cpu().numpy()
-
-
-def predict_proba(
-    model: nn.Module, images: Any, mean: float, std: float, batch_size: int = 256, device: Any = None
-) -> np.ndarray:
-    """Probabilities for N images: (N,) sigmoid of the logit for a 1-logit model, N x K softmax otherwise.
-
-    Taught in ``notebooks/03_evaluation.ipynb``.
-    """
-    logits = torch.from_numpy(predict_logits(model, images, mean, std, batch_size, device))
-    return (torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)).numpy()

@@ -1,4 +1,4 @@
-"""Evaluation of a binary classifier: predictions, metrics, thresholds, bootstrap CIs, calibration, subgroups.
+"""Evaluation of a binary classifier: predictions, metrics, thresholds, calibration, subgroups, errors.
 
 Taught in ``notebooks/03_evaluation.ipynb``. Conventions used throughout:
 
@@ -7,13 +7,16 @@ Taught in ``notebooks/03_evaluation.ipynb``. Conventions used throughout:
 - A ratio whose denominator is zero (e.g. sensitivity when there are no positive cases, precision when
   nothing is called positive) is undefined: it is returned as NaN with a
   ``sklearn.exceptions.UndefinedMetricWarning``, never as 0 and never as a crash.
+
+The bootstrap half (confidence intervals, summary and subgroup tables, model comparison) lives in
+:mod:`helpers.bootstrap`; its public names are re-exported here (``metrics.bootstrap_ci``, ...).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,72 +37,57 @@ if TYPE_CHECKING:
 
 THRESHOLD_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "npv", "f1")
 SUMMARY_METRICS = ("prevalence", "roc_auc", "pr_auc", *THRESHOLD_METRICS, "brier")
-# bootstrap_ci warns when more than this fraction of the resamples left the metric undefined.
-UNDEFINED_WARN_FRACTION = 0.05
-_BOOT_CHUNK = 64  # resamples per block (fixed, so that the draws depend on the seed alone)
 
 
 def predict(
     model: torch.nn.Module,
     images: Any,
-    *,
     mean: float,
     std: float,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    *,
     progress: bool = True,
 ) -> np.ndarray:
-    """Probabilities for a whole split in one call.
+    """Probabilities for a whole split in one call (the course's one prediction function).
 
-    ``images``: uint8 N x H x W (or N x 1 x H x W) as a numpy array, memmap or tensor, normalised batch by
-    batch on the device as ``(x / 255 - mean) / std`` into float32 B x 1 x H x W; float inputs are taken as
-    already normalised and used as they are. Runs under ``torch.no_grad`` in eval mode on ``device``
-    (default: the GPU when there is one, see ``helpers.config.pick_device``); afterwards every submodule's
-    train/eval flag and the model's device are restored. Returns float32 (N,) = sigmoid of a 1-logit output,
-    or (N, K) = softmax of a K-logit output. Taught in ``notebooks/03_evaluation.ipynb``.
+    ``images``: N x H x W or N x C x H x W as a numpy array, memmap or tensor; uint8 (0-255, scaled by
+    1/255) or float (used at that scale, e.g. log-mel patches). Each batch is normalised exactly as in
+    training, by the same code (:func:`helpers.device_data.prepare_batch`): ``(x * scale - mean) / std``
+    with the training ``mean``/``std`` kept in the checkpoint's meta (pass 0 and 1 for inputs that are
+    already normalised). The images are served by :class:`helpers.device_data.DeviceData`: on the GPU
+    (when there is one, see ``helpers.config.pick_device``) they are copied there once if they fit. Runs under
+    ``torch.no_grad`` in eval mode on ``device``; afterwards every submodule's train/eval flag and the model's
+    device are restored. Returns float32 (N,) = sigmoid of a 1-logit output, or (N, K) = softmax of a K-logit
+    output. ``helpers.train.predict_proba`` is this function. Taught in ``notebooks/03_evaluation.ipynb``.
     """
     import torch
 
     from helpers.config import pick_device
+    from helpers.device_data import DeviceData, prepare_batch
 
     if not std > 0:
         raise ValueError(f"predict: std must be > 0, got {std}")
     if batch_size < 1:
         raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
-    ndim = len(images.shape)
-    if ndim not in (3, 4):
-        raise ValueError(
-            f"predict: images must be N x H x W or N x C x H x W, got shape {tuple(images.shape)}"
-        )
-    if isinstance(images, torch.Tensor):
-        is_uint8, is_float = images.dtype == torch.uint8, images.dtype.is_floating_point
-    else:
-        is_uint8, is_float = images.dtype == np.uint8, np.issubdtype(images.dtype, np.floating)
-    if not (is_uint8 or is_float):
-        raise ValueError(
-            f"predict: images must be uint8 (raw) or float (normalised), got dtype {images.dtype}"
-        )
     device = pick_device() if device is None else torch.device(device)
+    data = DeviceData(images, device=device)  # checks the shape and the dtype
     modes = {module: module.training for module in model.modules()}
     home = next(model.parameters(), None)
     home_device = home.device if home is not None else None
     chunks = []
     try:
         model.to(device).eval()
+        batches = data.batches(batch_size)
+        total = math.ceil(len(data) / batch_size)
+        quiet = {} if progress else {"disable": True}  # progress=True still obeys $TQDM_DISABLE
         with torch.no_grad():
-            for start in tqdm(
-                range(0, len(images), batch_size), desc="predict", disable=not progress, leave=False
-            ):
-                batch = images[start : start + batch_size]
-                if not isinstance(batch, torch.Tensor):
-                    batch = torch.from_numpy(np.ascontiguousarray(batch))
-                x = batch.to(device, non_blocking=True)
-                x = (x.float() / 255.0 - mean) / std if is_uint8 else x.float()
-                logits = model(x.unsqueeze(1) if ndim == 3 else x)
+            for raw, _ in tqdm(batches, total=total, desc="predict", leave=False, **quiet):
+                logits = model(prepare_batch(raw, data.scale, mean, std))
                 if logits.ndim == 1 or (logits.ndim == 2 and logits.shape[1] == 1):
-                    chunks.append(torch.sigmoid(logits.reshape(-1)).cpu())
+                    chunks.append(torch.sigmoid(logits.float().reshape(-1)).cpu())
                 elif logits.ndim == 2:
-                    chunks.append(torch.softmax(logits, dim=1).cpu())
+                    chunks.append(torch.softmax(logits.float(), dim=1).cpu())
                 else:
                     raise ValueError(
                         f"predict: model output must be B, B x 1 or B x K, got {tuple(logits.shape)}"
@@ -111,7 +99,41 @@ def predict(
             model.to(home_device)
     if not chunks:
         return np.zeros(0, dtype=np.float32)
-    return torch.cat(chunks).float().numpy()
+    return torch.cat(chunks).numpy()
+
+
+def predict_split(
+    model: torch.nn.Module,
+    store: Any,
+    split: str,
+    mean: float,
+    std: float,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The readable rows of one split of a store (``helpers.preprocess.PreparedStore``) with its predictions.
+
+    Returns the store's index rows (label, patientId, boxes, age, sex, view_position, ...) whose INDEX is
+    the row of the image in ``store.images``, plus ``prob`` (from :func:`predict`, a 1-logit model) and
+    ``age_band`` (:func:`age_bands`). ``mean``/``std``: the training normalisation from the checkpoint's meta.
+    Taught in ``notebooks/03_evaluation.ipynb``.
+    """
+    index = store.index
+    if split not in set(index["split"]):
+        raise ValueError(
+            f"{store.path}: no {split!r} split; the splits here are {sorted(set(index['split']))}"
+        )
+    rows = np.flatnonzero((index["split"] == split).to_numpy() & index["ok"].to_numpy(bool))
+    frame = index.iloc[rows].copy()
+    prob = predict(model, np.asarray(store.images[rows]), mean, std, batch_size, device, progress=progress)
+    if prob.ndim != 1:
+        raise ValueError(f"predict_split: expected a 1-logit model, got probabilities of shape {prob.shape}")
+    frame["prob"] = prob.astype(np.float64)
+    if "age" in frame:
+        frame["age_band"] = age_bands(frame["age"])
+    return frame
 
 
 def _check_binary(y_true: Any, prob: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -217,157 +239,6 @@ def choose_threshold(y_true: Any, prob: Any, rule: str = "youden", value: float 
     return float(thresholds[np.argmax(tpr >= value)])
 
 
-@dataclass(frozen=True)
-class Metric:
-    """One of ``SUMMARY_METRICS`` as ``metric(y_true, prob) -> float`` that also scores many resamples at once.
-
-    Calling it gives the scikit-learn value (:func:`threshold_metrics`, :func:`ranking_metrics`,
-    :func:`brier_score`). :meth:`batched` gives the same quantity for B weighted copies of the data in a few
-    array operations, which makes the bootstrap about 100x faster than calling scikit-learn per resample (the
-    tests check both against scikit-learn with ``sample_weight``). Build it with :func:`metric_function`.
-    """
-
-    name: str
-    threshold: float = 0.5
-
-    def __call__(self, y_true: Any, prob: Any) -> float:
-        if self.name in THRESHOLD_METRICS:
-            return threshold_metrics(y_true, prob, self.threshold)[self.name]
-        if self.name in ("roc_auc", "pr_auc"):
-            return ranking_metrics(y_true, prob)[self.name]
-        y, p = _check_binary(y_true, prob)
-        return brier_score(y, p) if self.name == "brier" else float(y.mean())
-
-    def batched(self, y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """The metric on B weighted copies of (y, p): ``weights`` B x n (how often each row was drawn) -> (B,)."""
-        w = weights.astype(np.float64)
-        n, positive = w.sum(axis=1), y.astype(bool)
-        if self.name == "prevalence":
-            return w @ positive / n
-        if self.name == "brier":
-            return w @ (p - y) ** 2 / n
-        if self.name in THRESHOLD_METRICS:
-            called = p >= self.threshold
-            tp, fp, fn = w @ (positive & called), w @ (~positive & called), w @ (positive & ~called)
-            return _div(*_RATIOS[self.name](tp, fp, n - tp - fp - fn, fn))
-        # Ranking metrics: the weight of positives and of negatives at each distinct score, ascending.
-        order = np.argsort(p, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(p[order]) > 0])
-        pos = np.add.reduceat(w[:, order] * positive[order], starts, axis=1)
-        neg = np.add.reduceat(w[:, order] * ~positive[order], starts, axis=1)
-        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-        # ROC-AUC as Mann-Whitney: P(score of a positive > score of a negative), ties counting 1/2.
-        if self.name == "roc_auc":
-            below = np.cumsum(neg, axis=1) - neg
-            return _div((pos * (below + 0.5 * neg)).sum(axis=1), n_pos * n_neg)
-        # Average precision: the sum over thresholds (descending) of the recall step times the precision.
-        tp, fp = np.cumsum(pos[:, ::-1], axis=1), np.cumsum(neg[:, ::-1], axis=1)
-        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
-        return _div((pos[:, ::-1] * precision).sum(axis=1), n_pos * (n_neg > 0))
-
-
-def metric_function(name: str, threshold: float = 0.5) -> Metric:
-    """The metric ``name`` (one of ``SUMMARY_METRICS``) at ``threshold``, ready for :func:`bootstrap_ci`."""
-    if name not in SUMMARY_METRICS:
-        raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(SUMMARY_METRICS)}")
-    return Metric(name, float(threshold))
-
-
-def _resample_weights(unit_of_row: np.ndarray, n_boot: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Blocks of resamples as weights (block x n rows): units drawn with replacement, each row of a unit
-    weighted by how often its unit was drawn. Drawn in fixed-size blocks, so the result depends only on rng."""
-    n_units = int(unit_of_row.max()) + 1
-    for first in range(0, n_boot, _BOOT_CHUNK):
-        size = min(_BOOT_CHUNK, n_boot - first)
-        draws = rng.integers(0, n_units, size=(size, n_units)) + n_units * np.arange(size)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=size * n_units).reshape(size, n_units)
-        yield counts[:, unit_of_row]
-
-
-def bootstrap_samples(
-    y_true: Any,
-    prob: Any,
-    metric_fns: Mapping[str, Callable[[np.ndarray, np.ndarray], float]],
-    *,
-    groups: Any = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Each metric on the same ``n_boot`` resamples: ``{name: float array (n_boot,)}``, NaN where undefined.
-
-    A resample draws units with replacement: the rows, or whole PATIENTS when ``groups`` (one id per row) is
-    given, so that the correlated rows of one patient stay together. :class:`Metric` objects are scored in
-    blocks of resamples at once; any other ``f(y, p) -> float`` is called per resample with its
-    ``UndefinedMetricWarning`` silenced. Deterministic given ``seed``. Taught in ``notebooks/03_evaluation.ipynb``.
-    """
-    y, p = _check_binary(y_true, prob)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if groups is None:
-        unit_of_row = np.arange(len(y))
-    else:
-        groups = np.asarray(groups)
-        if groups.shape != y.shape:
-            raise ValueError(f"groups must hold one id per row: got shape {groups.shape} for {len(y)} rows")
-        unit_of_row = np.unique(groups, return_inverse=True)[1].reshape(-1)
-    values = {name: np.empty(n_boot) for name in metric_fns}
-    rows, first = np.arange(len(y)), 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        for weights in _resample_weights(unit_of_row, n_boot, np.random.default_rng(seed)):
-            block = slice(first, first + len(weights))
-            for name, fn in metric_fns.items():
-                if isinstance(fn, Metric):
-                    values[name][block] = fn.batched(y, p, weights)
-                else:
-                    values[name][block] = [
-                        fn(y[idx], p[idx]) for idx in (np.repeat(rows, w) for w in weights)
-                    ]
-            first += len(weights)
-    return values
-
-
-def _percentile_ci(
-    point: float, samples: np.ndarray, ci: float, name: str, stacklevel: int = 3
-) -> tuple[float, float, float]:
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    valid = samples[~np.isnan(samples)]
-    undefined = 1 - len(valid) / len(samples)
-    if undefined > UNDEFINED_WARN_FRACTION and not np.isnan(point):  # a NaN point was reported already
-        warnings.warn(
-            f"{name}: undefined in {undefined:.0%} of the bootstrap resamples; the interval uses the others",
-            UndefinedMetricWarning,
-            stacklevel=stacklevel,
-        )
-    if len(valid) == 0:
-        return point, float("nan"), float("nan")
-    low, high = np.percentile(valid, [50 * (1 - ci), 50 * (1 + ci)])
-    return point, float(low), float(high)
-
-
-def bootstrap_ci(
-    y_true: Any,
-    prob: Any,
-    metric_fn: Callable[[np.ndarray, np.ndarray], float],
-    *,
-    groups: Any = None,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """``(point, low, high)``: the metric on all data and its percentile bootstrap interval.
-
-    ``metric_fn(y_true, prob) -> float`` (see :func:`metric_function`); ``groups`` resamples patients as units
-    (see :func:`bootstrap_samples`). Resamples where the metric is NaN are left out of the percentiles, with a
-    warning when they exceed ``UNDEFINED_WARN_FRACTION``. Taught in ``notebooks/03_evaluation.ipynb``.
-    """
-    y, p = _check_binary(y_true, prob)
-    name = getattr(metric_fn, "name", getattr(metric_fn, "__name__", "metric"))
-    samples = bootstrap_samples(y, p, {name: metric_fn}, groups=groups, n_boot=n_boot, seed=seed)[name]
-    return _percentile_ci(float(metric_fn(y, p)), samples, ci, name)
-
-
 def brier_score(y_true: Any, prob: Any) -> float:
     """Mean squared error of the probabilities, ``mean((prob - y)^2)`` (sklearn's ``brier_score_loss``)."""
     y, p = _check_binary(y_true, prob)
@@ -424,99 +295,6 @@ def age_bands(
     )
 
 
-def _table_row(
-    stats: Mapping[str, np.ndarray], points: Mapping[str, float], ci: float, where: str = ""
-) -> dict[str, float]:
-    row = {}
-    for name, samples in stats.items():
-        estimate = _percentile_ci(points[name], samples, ci, where + name, stacklevel=4)  # the user's caller
-        row[name], row[f"{name}_low"], row[f"{name}_high"] = estimate
-    return row
-
-
-def subgroup_table(
-    df: pd.DataFrame,
-    group_col: str,
-    *,
-    y_col: str = "label",
-    prob_col: str = "prob",
-    threshold: float,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-    patient_col: str | None = None,
-) -> pd.DataFrame:
-    """Per subgroup of ``df[group_col]`` (sex, age band, view): n, positives, prevalence, and AUC, sensitivity
-    and specificity with bootstrap CIs (columns ``auc``, ``auc_low``, ``auc_high``, ...).
-
-    ``patient_col`` resamples patients instead of rows. Columns ``variable`` (= ``group_col``) and ``subgroup``
-    make tables of several variables easy to concatenate. Taught in ``notebooks/03_evaluation.ipynb``.
-    """
-    missing = [c for c in (group_col, y_col, prob_col, patient_col) if c is not None and c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"subgroup_table: columns {missing} not in the DataFrame (it has {list(df.columns)})"
-        )
-    fns = {
-        "auc": metric_function("roc_auc"),
-        "sensitivity": metric_function("sensitivity", threshold),
-        "specificity": metric_function("specificity", threshold),
-    }
-    rows = []
-    for name, sub in df.groupby(group_col, observed=True, sort=True, dropna=False):
-        y, p = _check_binary(sub[y_col].to_numpy(), sub[prob_col].to_numpy())
-        groups = None if patient_col is None else sub[patient_col].to_numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedMetricWarning)  # reported once below, per subgroup
-            points = {metric: fn(y, p) for metric, fn in fns.items()}
-        stats = bootstrap_samples(y, p, fns, groups=groups, n_boot=n_boot, seed=seed)
-        head = {"variable": group_col, "subgroup": name, "n": len(y), "n_positive": int(y.sum())}
-        where = f"{group_col}={name!r}: "
-        rows.append({**head, "prevalence": float(y.mean()), **_table_row(stats, points, ci, where)})
-        undefined = [metric for metric, value in points.items() if np.isnan(value)]
-        if undefined:
-            warnings.warn(
-                f"{where}{', '.join(undefined)} undefined -> NaN",
-                UndefinedMetricWarning,
-                stacklevel=2,
-            )
-    table = pd.DataFrame(rows)
-    table.attrs.update(threshold=float(threshold), n_boot=n_boot, ci=ci)
-    return table
-
-
-def summary_table(
-    y_true: Any,
-    prob: Any,
-    threshold: float,
-    groups: Any = None,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One tidy table: a row per metric in ``SUMMARY_METRICS`` with ``estimate``, ``ci_low``, ``ci_high``.
-
-    All metrics share the same resamples (patients when ``groups`` is given); the table is deterministic
-    given ``seed``, so a notebook can print it rounded and nbval can compare it. ``attrs`` hold n, threshold,
-    n_boot and ci. Taught in ``notebooks/03_evaluation.ipynb``.
-    """
-    y, p = _check_binary(y_true, prob)
-    fns = {name: metric_function(name, threshold) for name in SUMMARY_METRICS}
-    points = {**ranking_metrics(y, p), **threshold_metrics(y, p, threshold), "brier": brier_score(y, p)}
-    stats = bootstrap_samples(y, p, fns, groups=groups, n_boot=n_boot, seed=seed)
-    row = _table_row(stats, points, ci)
-    table = pd.DataFrame(
-        {
-            "metric": list(SUMMARY_METRICS),
-            "estimate": [row[m] for m in SUMMARY_METRICS],
-            "ci_low": [row[f"{m}_low"] for m in SUMMARY_METRICS],
-            "ci_high": [row[f"{m}_high"] for m in SUMMARY_METRICS],
-        }
-    )
-    table.attrs.update(n=len(y), threshold=float(threshold), n_boot=n_boot, ci=ci)
-    return table
-
-
 def find_errors(
     df: pd.DataFrame, prob_col: str = "prob", y_col: str = "label", threshold: float = 0.5, k: int = 8
 ) -> dict[str, pd.DataFrame]:
@@ -539,3 +317,30 @@ def find_errors(
         "false_negatives": false_neg.head(k),
         "least_certain": uncertain.head(k),
     }
+
+
+# The bootstrap half of the evaluation lives in helpers.bootstrap (which imports this module). Its names are
+# re-exported lazily (PEP 562), so that either module can be imported first without an import cycle.
+_BOOTSTRAP_NAMES = (
+    "UNDEFINED_WARN_FRACTION",
+    "Metric",
+    "bootstrap_ci",
+    "bootstrap_samples",
+    "compare_models",
+    "format_intervals",
+    "metric_function",
+    "subgroup_table",
+    "summary_table",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BOOTSTRAP_NAMES:
+        from helpers import bootstrap
+
+        return getattr(bootstrap, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_BOOTSTRAP_NAMES})

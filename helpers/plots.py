@@ -35,6 +35,12 @@ RELEVANCE_LABEL = "relevance (normalised)"
 METRIC_WORDS = ("acc", "auc", "f1", "sens", "spec", "prec", "recall")  # learning-curve metric columns
 
 
+def prob_text(value: float) -> str:
+    """A probability or threshold for a label: two decimals (``0.50``), or two significant digits when it is
+    below 0.01 (``1.6e-09``: a badly calibrated model's threshold is not ``0.00``)."""
+    return f"{value:.2g}" if 0 < abs(value) < 0.01 else f"{value:.2f}"
+
+
 def _new_axes(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.5)) -> Axes:
     return plt.subplots(figsize=figsize)[1] if ax is None else ax
 
@@ -76,15 +82,15 @@ def plot_confusion_matrix(
         ax=ax,
     )
     ax.set(
-        xlabel=f"Predicted class (prob >= {threshold:.2f})",
+        xlabel=f"Predicted class (prob >= {prob_text(threshold)})",
         ylabel="True class",
-        title=title or f"Confusion matrix (n = {m['n']}, threshold {threshold:.2f})",
+        title=title or f"Confusion matrix (n = {m['n']}, threshold {prob_text(threshold)})",
     )
     return ax
 
 
 def _mark_operating_point(ax: Axes, x: float, y: float, threshold: float, text: str) -> None:
-    ax.plot([x], [y], "o", color="C3", markersize=8, label=f"threshold {threshold:.2f}: {text}")
+    ax.plot([x], [y], "o", color="C3", markersize=8, label=f"threshold {prob_text(threshold)}: {text}")
 
 
 def plot_roc(
@@ -192,6 +198,46 @@ def plot_reliability(
         title=title or f"Reliability diagram ({n_bins} {strategy} bins)",
     )
     ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_score_histogram(
+    y_true: Any,
+    prob: Any,
+    threshold: float | None = 0.5,
+    *,
+    bins: int = 20,
+    class_names: Sequence[str] = CLASS_NAMES,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Histograms of the predicted probability for each true class, with the threshold as a vertical line.
+
+    Everything right of the line is called pneumonia: the normal cases there are the false positives, the
+    pneumonia cases left of it the false negatives. Moving the threshold trades one for the other.
+    Taught in ``notebooks/03_evaluation.ipynb``.
+    """
+    y, p = np.asarray(y_true), np.asarray(prob, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ax = _new_axes(ax, figsize=(5.5, 4.0))
+    for label, name, colour in ((0, class_names[0], "C0"), (1, class_names[1], "C3")):
+        ax.hist(
+            p[y == label],
+            bins=edges,
+            alpha=0.55,
+            color=colour,
+            label=f"true {name} (n = {(y == label).sum()})",
+        )
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", label=f"threshold {prob_text(threshold)}")
+    ax.set(
+        xlabel="Predicted probability of pneumonia (fraction)",
+        ylabel="images (count)",
+        xlim=(0, 1),
+        title=title or "Predicted probabilities by true class",
+    )
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -422,4 +468,53 @@ def plot_gallery(
     if heatmaps is not None and any(h is not None for h in heatmaps):
         _relevance_colorbar(fig, tiles[:n], cmap)
     fig.suptitle(title)
+    return fig
+
+
+ERROR_KINDS = {
+    "false_positives": "False positive",
+    "false_negatives": "False negative",
+    "least_certain": "Least certain",
+}
+
+
+def plot_error_gallery(
+    cases: dict[str, pd.DataFrame],
+    images: Any,
+    *,
+    k: int = 4,
+    prob_col: str = "prob",
+    y_col: str = "label",
+    title: str = "Error analysis",
+) -> Figure:
+    """One row per kind of case from :func:`helpers.metrics.find_errors` (false positives, false negatives,
+    least certain), ``k`` images each, titled with the true label and the predicted probability, boxes drawn.
+
+    Each frame's INDEX is the row of its image in ``images`` (N x S x S, e.g. a store's memmap). Optional
+    columns: ``boxes`` (``(x, y, w, h)`` in the original DICOM pixels) with ``orig_height`` and
+    ``orig_width``, which are scaled to the displayed size by :func:`scale_boxes`; ``patientId`` (first 8
+    characters shown). A kind with no case shows 'none'. Taught in ``notebooks/03_evaluation.ipynb``.
+    """
+    fig, grid = plt.subplots(len(cases), k, figsize=(2.5 * k, 2.8 * len(cases)), squeeze=False)
+    for row, (kind, frame) in zip(grid, cases.items(), strict=True):
+        frame = frame.head(k)
+        tiles, boxes, titles = [], [], []
+        has_boxes = {"boxes", "orig_height", "orig_width"} <= set(frame.columns)
+        for index, case in frame.iterrows():
+            image = np.asarray(images[index])
+            tiles.append(image)
+            shape = (case["orig_height"], case["orig_width"]) if has_boxes else None
+            boxes.append(
+                scale_boxes(case["boxes"], shape, image.shape) if has_boxes and case["boxes"] else None
+            )
+            who = f"{case['patientId'][:8]}\n" if "patientId" in frame else ""
+            truth = CLASS_NAMES[int(case[y_col])]
+            titles.append(f"{who}true {truth}, p = {prob_text(case[prob_col])}")
+        plot_gallery(tiles, titles=titles, boxes=boxes, ncols=k, ax=row)
+        if not tiles:  # keep the row's label visible and say that there is nothing to show
+            row[0].axis("on")
+            row[0].set(xticks=[], yticks=[])
+            row[0].text(0.5, 0.5, "none", ha="center", va="center", transform=row[0].transAxes)
+        row[0].set_ylabel(ERROR_KINDS.get(kind, kind), fontsize="medium")
+    fig.suptitle(f"{title} (boxes: the radiologists' opacity boxes)")
     return fig

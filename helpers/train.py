@@ -42,7 +42,8 @@ from helpers.checkpoints import (
     save_training_state,
 )
 from helpers.config import pick_device
-from helpers.device_data import DeviceData, logits_for, predict_logits, predict_proba, prepare_batch
+from helpers.device_data import DeviceData, logits_for, predict_logits, prepare_batch
+from helpers.metrics import predict as predict_proba  # the one prediction function, re-exported
 
 __all__ = [
     "DeviceData",
@@ -51,6 +52,7 @@ __all__ = [
     "load_checkpoint",
     "predict_logits",
     "predict_proba",
+    "recalibrate_batchnorm",
     "resolve_amp",
     "save_checkpoint",
     "train_step",
@@ -238,6 +240,8 @@ def fit(
     class_weights: Any = None,
     checkpoint_meta: dict | None = None,
     restore_best: bool = True,
+    recalibrate_bn: bool = False,
+    augment_options: dict | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` with Adam; returns the history, one row per epoch (columns ``HISTORY_COLUMNS``).
 
@@ -254,6 +258,10 @@ def fit(
     ``resume=True`` continues from that state with the same history as an uninterrupted run (and returns
     at once when the run is already complete). ``restore_best`` leaves the best epoch's weights in
     ``model``. Deterministic on the CPU for a given ``seed`` (it seeds torch's global RNG, for dropout).
+    ``recalibrate_bn``: before each validation, re-estimate the BatchNorm statistics on the (unaugmented)
+    training images, see :func:`recalibrate_batchnorm`; worth it when an epoch has only a few steps.
+    ``augment_options``: settings of ``augment`` (a ``GpuAugment``) to override, e.g.
+    ``{"padding_mode": "border", "rotation": 5.0}`` (see :meth:`helpers.augment.GpuAugment.replace`).
 
     Taught in ``notebooks/02_training_resnet18.ipynb`` and ``notebooks/06_breath_sounds.ipynb``.
     """
@@ -261,6 +269,10 @@ def fit(
         raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path to resume from")
+    if augment_options:
+        if not hasattr(augment, "replace"):
+            raise ValueError(f"augment_options needs a GpuAugment as augment, got {augment!r}")
+        augment = augment.replace(**augment_options)
     device = torch.device(device) if device is not None else pick_device()
     torch.manual_seed(seed)
     model.to(device)
@@ -285,6 +297,10 @@ def fit(
     }
     config = {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed}
     config.update(n_train=train.n, n_val=val.n, monitor=monitor, num_classes=n_out)
+    if recalibrate_bn:  # only when on, so that runs saved before these options existed still resume
+        config["recalibrate_bn"] = True
+    if augment_options:
+        config["augment_options"] = dict(augment_options)
     meta = {"mean": mean, "std": std, "image_size": list(train.image_shape[1:]), "num_classes": n_out}
     meta.update(monitor=monitor, pos_weight=_loss_pos_weight(loss_fn), **(checkpoint_meta or {}))
 
@@ -312,6 +328,8 @@ def fit(
                 bar.update()
             train_loss = loss_sum.item() / seen  # the one host sync of the training epoch
             train_seconds = time.perf_counter() - start
+            if recalibrate_bn:
+                recalibrate_batchnorm(model, train, mean, std, 2 * batch_size, amp_dtype, channels_last)
             val_loss, val_acc, val_auc = _validate(
                 model, val, loss_fn, mean, std, 2 * batch_size, amp_dtype, channels_last
             )
@@ -355,6 +373,55 @@ def fit(
     elif restore_best and best_state is not None:
         model.load_state_dict(best_state)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module,
+    data: DeviceData,
+    mean: float,
+    std: float,
+    batch_size: int = 128,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> int:
+    """Re-estimate every BatchNorm's running mean and variance on ``data``; returns the number of layers.
+
+    In training mode BatchNorm normalises with the statistics of the batch; in eval mode with running
+    averages updated at every step with momentum 0.1, so after ``t`` steps the start values (mean 0,
+    variance 1) still weigh ``0.9**t`` (0.39 after 9 steps) and the older steps, taken with other
+    weights, weigh most of the rest. With only a few steps per run (smoke mode) the eval-mode network then
+    sees wrongly scaled activations: huge logits and a validation loss far above the training loss.
+    This recomputes the statistics with the current weights: running averages reset, then one pass over
+    ``data`` (no augmentation, no gradients) with exact averaging (``momentum=None``), every other module
+    in eval mode ("precise BN", Wu & Johnson 2021). Cost: one forward pass over ``data``.
+    Weights are untouched; the train/eval flags and momenta are restored. Taught in
+    ``notebooks/02_training_resnet18.ipynb``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches of this pass
+        norm.train()
+    drop_last = data.n > batch_size and data.n % batch_size == 1  # a batch of one has no variance
+    try:
+        for raw, _ in data.batches(batch_size, drop_last=drop_last):
+            x = prepare_batch(raw, data.scale, mean, std, channels_last=channels_last)
+            with torch.autocast(
+                x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+            ):
+                model(x)
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        for module, training in modes.items():
+            module.train(training)
+    return len(norms)
 
 
 def _validate(

@@ -1,4 +1,7 @@
-"""Tests of helpers.metrics: every metric against numbers computed by hand on a small fixed example."""
+"""Tests of helpers.metrics: every metric against numbers computed by hand on a small fixed example.
+
+The bootstrap half (intervals, summary and subgroup tables) is tested in tests/test_bootstrap.py.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,11 @@ import pytest
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
-    average_precision_score,
     brier_score_loss,
     confusion_matrix,
     f1_score,
     precision_score,
     recall_score,
-    roc_auc_score,
 )
 from torch import nn
 
@@ -165,158 +166,6 @@ def test_expected_calibration_error_by_hand():
     assert M.expected_calibration_error(Y, P, n_bins=4) == pytest.approx(1.85 / 8)
 
 
-@pytest.mark.parametrize("name", M.SUMMARY_METRICS)
-def test_batched_metric_equals_sklearn_with_sample_weights(name):
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 120)
-    p = np.round(rng.random(120), 1)  # many ties
-    weights = rng.integers(0, 3, size=(6, 120))
-    metric = M.metric_function(name, threshold=0.5)
-    got = metric.batched(y, p, weights)
-    for b, w in enumerate(weights):
-        idx = np.repeat(np.arange(120), w)
-        assert got[b] == pytest.approx(metric(y[idx], p[idx]), abs=1e-12)
-    if name == "roc_auc":
-        assert got[0] == pytest.approx(roc_auc_score(y, p, sample_weight=weights[0]), abs=1e-12)
-    if name == "pr_auc":
-        assert got[0] == pytest.approx(average_precision_score(y, p, sample_weight=weights[0]), abs=1e-12)
-
-
-def test_bootstrap_of_a_constant_metric_has_zero_width():
-    assert M.bootstrap_ci(Y, P, lambda y, p: 0.7, n_boot=50) == (0.7, 0.7, 0.7)
-
-
-@pytest.mark.parametrize("vectorised", [True, False])
-def test_bootstrap_of_a_mean_matches_the_normal_approximation(vectorised):
-    y = np.r_[np.ones(300, dtype=int), np.zeros(700, dtype=int)]
-    p = np.full(1000, 0.5)
-    fn = M.metric_function("prevalence") if vectorised else (lambda yy, pp: float(yy.mean()))
-    point, low, high = M.bootstrap_ci(y, p, fn, n_boot=4000, seed=1)
-    half = 1.96 * np.sqrt(0.3 * 0.7 / 1000)  # 0.0284
-    assert point == 0.3
-    assert low == pytest.approx(0.3 - half, abs=0.004)
-    assert high == pytest.approx(0.3 + half, abs=0.004)
-
-
-def test_bootstrap_is_deterministic_given_the_seed():
-    fn = M.metric_function("roc_auc")
-    first = M.bootstrap_ci(Y, P, fn, n_boot=200, seed=7)
-    assert M.bootstrap_ci(Y, P, fn, n_boot=200, seed=7) == first
-    assert M.bootstrap_ci(Y, P, fn, n_boot=200, seed=8) != first
-
-
-def test_vectorised_and_per_resample_paths_draw_the_same_resamples():
-    rng = np.random.default_rng(0)
-    y, p, groups = rng.integers(0, 2, 90), rng.random(90), rng.integers(0, 30, 90)
-    fns = {
-        "fast": M.metric_function("roc_auc"),
-        "slow": lambda yy, pp: roc_auc_score(yy, pp) if 0 < yy.mean() < 1 else np.nan,
-    }
-    samples = M.bootstrap_samples(y, p, fns, groups=groups, n_boot=150, seed=2)
-    np.testing.assert_allclose(samples["fast"], samples["slow"], atol=1e-12)
-
-
-def test_bootstrap_resamples_patients_as_whole_units():
-    sizes = np.array([1, 2, 3] * 10)  # 30 patients with 1, 2 or 3 images each
-    patient = np.repeat(np.arange(30), sizes)
-    p = patient / 100  # carries the patient id into the metric
-
-    def only_whole_patients(yy, pp):
-        counts = np.bincount(np.rint(pp * 100).astype(int), minlength=30)
-        return float(np.all(counts % sizes == 0))
-
-    y = np.zeros(len(patient), dtype=int)
-    assert M.bootstrap_ci(y, p, only_whole_patients, groups=patient, n_boot=100) == (1.0, 1.0, 1.0)
-
-
-def test_patient_resampling_widens_the_interval_of_clustered_data():
-    # 60 patients x 5 identical images: the information is that of 60 cases, not 300.
-    y = np.repeat(np.arange(60) % 2, 5)
-    p, patient = np.full(300, 0.5), np.repeat(np.arange(60), 5)
-    fn = M.metric_function("prevalence")
-    _, low_g, high_g = M.bootstrap_ci(y, p, fn, groups=patient, n_boot=3000)
-    _, low_r, high_r = M.bootstrap_ci(y, p, fn, n_boot=3000)
-    assert high_g - low_g == pytest.approx(2 * 1.96 * np.sqrt(0.25 / 60), rel=0.12)
-    assert high_r - low_r == pytest.approx(2 * 1.96 * np.sqrt(0.25 / 300), rel=0.12)
-
-
-def test_bootstrap_warns_when_many_resamples_are_undefined():
-    y = np.r_[np.zeros(9, dtype=int), 1]  # one positive: (9/10)^10 = 35 % of resamples have none
-    p = np.linspace(0.05, 0.95, 10)
-    with pytest.warns(UndefinedMetricWarning, match="undefined in 3[0-9]% of the bootstrap resamples"):
-        point, low, high = M.bootstrap_ci(y, p, M.metric_function("roc_auc"), n_boot=2000)
-    assert point == 1.0 and 0 <= low <= high <= 1  # the positive has the highest score
-
-
-def test_bootstrap_argument_errors():
-    with pytest.raises(ValueError, match="one id per row"):
-        M.bootstrap_ci(Y, P, M.metric_function("f1"), groups=[1, 2, 3])
-    with pytest.raises(ValueError, match="n_boot must be >= 1"):
-        M.bootstrap_ci(Y, P, M.metric_function("f1"), n_boot=0)
-    with pytest.raises(ValueError, match=r"ci must be in \(0, 1\)"):
-        M.bootstrap_ci(Y, P, M.metric_function("f1"), ci=95)
-    with pytest.raises(ValueError, match="unknown metric 'auc'"):
-        M.metric_function("auc")
-
-
-def test_summary_table_estimates_and_determinism():
-    table = M.summary_table(Y, P, 0.5, n_boot=200, seed=0)
-    assert table["metric"].tolist() == list(M.SUMMARY_METRICS)
-    estimates = dict(zip(table["metric"], table["estimate"], strict=True))
-    expected = {k: HAND_AT_HALF[k] for k in (*M.THRESHOLD_METRICS, "prevalence")}
-    assert estimates == pytest.approx(
-        {**expected, "roc_auc": HAND_ROC_AUC, "pr_auc": HAND_PR_AUC, "brier": HAND_BRIER}
-    )
-    assert (table["ci_low"] <= table["estimate"] + 1e-12).all() and (
-        table["estimate"] <= table["ci_high"] + 1e-12
-    ).all()
-    pd.testing.assert_frame_equal(table, M.summary_table(Y, P, 0.5, n_boot=200, seed=0))
-    assert table.attrs == {"n": 8, "threshold": 0.5, "n_boot": 200, "ci": 0.95}
-
-
-def _subgroup_frame() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "sex": ["F"] * 4 + ["M"] * 6,
-            "label": [0, 1, 1, 0] + [1, 0, 0, 1, 0, 1],
-            "prob": [0.2, 0.7, 0.4, 0.1] + [0.9, 0.6, 0.3, 0.2, 0.1, 0.8],
-            "patient": [0, 1, 2, 3, 4, 4, 5, 6, 7, 8],
-        }
-    )
-
-
-@pytest.mark.filterwarnings("ignore:sex=:sklearn.exceptions.UndefinedMetricWarning")  # 4-6 rows per subgroup
-def test_subgroup_table_counts_and_hand_computed_estimates():
-    table = M.subgroup_table(
-        _subgroup_frame(), "sex", threshold=0.5, n_boot=100, seed=0, patient_col="patient"
-    )
-    assert list(table.columns) == [
-        "variable", "subgroup", "n", "n_positive", "prevalence",
-        "auc", "auc_low", "auc_high",
-        "sensitivity", "sensitivity_low", "sensitivity_high",
-        "specificity", "specificity_low", "specificity_high",
-    ]  # fmt: skip
-    assert table["subgroup"].tolist() == ["F", "M"]
-    assert table["n"].tolist() == [4, 6] and table["n_positive"].tolist() == [2, 3]
-    assert table["prevalence"].tolist() == [0.5, 0.5]
-    # F: positives 0.7, 0.4 above both negatives -> AUC 1; at 0.5 sens 1/2, spec 2/2.
-    # M: positives 0.9, 0.2, 0.8 vs negatives 0.6, 0.3, 0.1 -> 3 + 1 + 3 = 7 of 9; sens 2/3, spec 2/3.
-    assert table["auc"].tolist() == pytest.approx([1.0, 7 / 9])
-    assert table["sensitivity"].tolist() == pytest.approx([0.5, 2 / 3])
-    assert table["specificity"].tolist() == pytest.approx([1.0, 2 / 3])
-    assert (table["auc_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_high"]).all()
-
-
-def test_subgroup_table_degenerate_subgroup_and_missing_column():
-    df = _subgroup_frame().assign(view=["AP"] * 4 + ["PA"] * 6)
-    df.loc[df["view"] == "AP", "label"] = 0
-    with pytest.warns(UndefinedMetricWarning, match="view='AP': auc, sensitivity undefined"):
-        table = M.subgroup_table(df, "view", threshold=0.5, n_boot=50)
-    assert np.isnan(table.loc[0, "auc"]) and table.loc[0, "specificity"] == 0.75  # 0.7 is called positive
-    with pytest.raises(ValueError, match=r"columns \['age'\] not in the DataFrame"):
-        M.subgroup_table(df, "age", threshold=0.5)
-
-
 def test_age_bands_labels_and_implausible_ages():
     ages = pd.Series([5, "51", "051Y", 85, 148, None, -3, 19.5, 20], index=list("abcdefghi"))
     bands = M.age_bands(ages)
@@ -383,20 +232,56 @@ def test_predict_normalises_batches_and_restores_the_model(tmp_path):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_predict_float_inputs_are_used_as_is_and_softmax_for_several_logits():
-    x = np.full((3, 1, 2, 2), 0.3, dtype=np.float32)
+def test_predict_normalises_float_inputs_like_training_and_softmax_for_several_logits():
+    x = np.full((3, 1, 2, 2), 0.3, dtype=np.float32)  # e.g. log-mel patches: no 1/255, but (x - mean) / std
     probs = M.predict(MeanLogit(), x, mean=0.5, std=0.25, device="cpu", progress=False)
-    np.testing.assert_allclose(probs, torch.sigmoid(torch.tensor([0.3] * 3)).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(probs, torch.sigmoid(torch.tensor([-0.8] * 3)).numpy(), rtol=1e-6)
     probs3 = M.predict(MeanLogit(3), _images(), mean=0.5, std=0.25, device="cpu", progress=False)
     assert probs3.shape == (5, 3)
     np.testing.assert_allclose(probs3.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(probs3[0], torch.softmax(torch.tensor([0.0, 2.0, 4.0]), 0).numpy(), rtol=1e-6)
 
 
+def test_predict_is_the_one_prediction_function_and_matches_the_training_logits():
+    from helpers import train
+    from helpers.device_data import predict_logits
+
+    assert train.predict_proba is M.predict
+    model = MeanLogit().eval()
+    logits = predict_logits(model, _images(), 0.5, 0.25, batch_size=2, device="cpu")
+    probs = train.predict_proba(model, _images(), 0.5, 0.25, 2, "cpu", progress=False)  # positional as before
+    np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits[:, 0])).numpy(), rtol=1e-6)
+    assert M.predict(model, np.zeros((0, 4, 4), dtype=np.uint8), 0.5, 0.25, device="cpu").shape == (0,)
+
+
 def test_predict_rejects_bad_images():
-    with pytest.raises(ValueError, match="must be uint8 .raw. or float .normalised., got dtype int16"):
+    with pytest.raises(ValueError, match="must be uint8 .0-255. or float, got dtype int16"):
         M.predict(MeanLogit(), np.zeros((2, 4, 4), dtype=np.int16), mean=0.5, std=0.25, device="cpu")
     with pytest.raises(ValueError, match=r"N x H x W or N x C x H x W, got shape \(4, 4\)"):
         M.predict(MeanLogit(), np.zeros((4, 4), dtype=np.uint8), mean=0.5, std=0.25, device="cpu")
     with pytest.raises(ValueError, match="std must be > 0"):
         M.predict(MeanLogit(), _images(), mean=0.5, std=0.0, device="cpu")
+
+
+def test_predict_split_returns_the_split_rows_with_probabilities_and_age_bands():
+    from types import SimpleNamespace
+
+    index = pd.DataFrame(
+        {
+            "patientId": list("abcde"),
+            "label": [1, 0, 0, 1, 0],
+            "split": ["test", "train", "test", "test", "test"],
+            "ok": [True, True, True, True, False],  # an unreadable file is left out
+            "age": [5, 30, "51", 148, 70],
+        }
+    )
+    store = SimpleNamespace(index=index, images=_images(), path="store")
+    frame = M.predict_split(MeanLogit(), store, "test", 0.5, 0.25, device="cpu", progress=False)
+    assert frame.index.tolist() == [0, 2, 3]  # rows of store.images
+    expected = torch.sigmoid(torch.tensor([2.0, 2.0, -1.2])).numpy()
+    np.testing.assert_allclose(frame["prob"], expected, rtol=1e-6)
+    assert frame["age_band"].astype(str).tolist() == ["0-19", "40-59", "implausible (>100)"]
+    with pytest.raises(ValueError, match="no 'val' split; the splits here are \\['test', 'train'\\]"):
+        M.predict_split(MeanLogit(), store, "val", 0.5, 0.25, device="cpu")
+    with pytest.raises(ValueError, match="expected a 1-logit model"):
+        M.predict_split(MeanLogit(3), store, "test", 0.5, 0.25, device="cpu", progress=False)

@@ -218,3 +218,42 @@ def test_gallery_grid_titles_boxes_and_colour_bar():
     assert plain is given[0].figure and len(plain.axes) == 2  # no heatmaps, no colour bar
     with pytest.raises(ValueError, match="3 titles for 5 images"):
         plots.plot_gallery(images, titles=["a", "b", "c"])
+
+
+def test_score_histogram_counts_each_class_and_marks_the_threshold():
+    ax = plots.plot_score_histogram(Y, P, 0.5, bins=4)
+    # Bins of width 0.25: normals {0.1, 0.2 | 0.3 | 0.6 | 0.95}, pneumonia {0.4 | 0.8, 0.9}.
+    normal, pneumonia = ax.containers
+    assert [b.get_height() for b in normal] == [2, 1, 1, 1]
+    assert [b.get_height() for b in pneumonia] == [0, 1, 0, 2]
+    assert ax.lines[0].get_xdata()[0] == 0.5
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["true Normal (n = 5)", "true Pneumonia (n = 3)", "threshold 0.50"]
+    assert ax.get_xlabel() == "Predicted probability of pneumonia (fraction)" and ax.get_title()
+
+
+def test_error_gallery_rows_titles_and_scaled_boxes():
+    images = np.zeros((8, 16, 16), dtype=np.uint8)
+    frame = pd.DataFrame(
+        {
+            "label": Y,
+            "prob": P,
+            "patientId": [f"patient{i}xyz" for i in range(8)],
+            "boxes": [[]] * 4 + [[(32, 64, 64, 32)], [], [(0, 0, 128, 128)], []],
+            "orig_height": 128,
+            "orig_width": 128,
+        }
+    )
+    cases = metrics.find_errors(frame, threshold=0.5, k=3)
+    cases["false_negatives"] = cases["false_negatives"].iloc[:0]  # a kind with no case
+    fig = plots.plot_error_gallery(cases, images, k=3)
+    grid = np.array(fig.axes).reshape(3, 3)
+    assert [row[0].get_ylabel() for row in grid] == ["False positive", "False negative", "Least certain"]
+    assert grid[0][0].get_title() == "patient3\ntrue Normal, p = 0.95"
+    assert grid[2][1].get_title() == "patient5\ntrue Pneumonia, p = 0.40"
+    assert grid[1][0].texts[0].get_text() == "none"
+    # Least certain: 0.6 (row 1), 0.4 (row 5), 0.3 (row 2): boxes only where the patient has some.
+    assert [len(t.patches) for t in grid[2]] == [0, 0, 0]
+    cases["least_certain"] = frame.loc[[4, 6]]
+    box = plots.plot_error_gallery(cases, images, k=3).axes[6].patches[0]
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (3.5, 7.5, 8.0, 4.0)  # / 8
