@@ -121,6 +121,20 @@ class GpuAugment:
         self.hflip = bool(hflip)
         self.padding_mode = padding_mode
 
+    def replace(self, **changes) -> GpuAugment:
+        """A copy with some settings changed, e.g. ``augment.replace(padding_mode="border")``."""
+        settings = dict(
+            rotation=self.rotation,
+            translate=self.translate,
+            scale=self.scale,
+            hflip=self.hflip,
+            padding_mode=self.padding_mode,
+        )
+        unknown = set(changes) - set(settings)
+        if unknown:
+            raise ValueError(f"GpuAugment has no setting(s) {sorted(unknown)}; it has {sorted(settings)}")
+        return GpuAugment(**{**settings, **changes})
+
     def __repr__(self) -> str:
         return (
             f"GpuAugment(rotation={self.rotation}, translate={self.translate}, scale={self.scale}, "

@@ -152,7 +152,10 @@ def load_training_state(
     """
     _, meta = load_checkpoint(path, model)
     saved = meta.get("config", {})
-    changed = {k: {"saved": saved.get(k), "now": v} for k, v in config.items() if saved.get(k) != v}
+    keys = list(config) + [k for k in saved if k not in config]  # a setting dropped is a change too
+    changed = {
+        k: {"saved": saved.get(k), "now": config.get(k)} for k in keys if saved.get(k) != config.get(k)
+    }
     if changed:
         raise ValueError(
             f"{path}: cannot resume, the saved run used other settings {changed}; "

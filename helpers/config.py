@@ -55,7 +55,7 @@ SMOKE_SIZES = Sizes(
     dicom_size=256,
     image_size=64,
     icbhi_patients=8,
-    epochs=3,
+    epochs=5,
     batch_size=32,
     audio_epochs=4,
 )

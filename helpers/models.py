@@ -11,7 +11,8 @@ Both models end with global average pooling followed by one linear layer, so the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ __all__ = [
     "adapt_conv1_to_grayscale",
     "breath_cnn",
     "count_parameters",
+    "layer_output_shapes",
     "resnet18_xray",
 ]
 
@@ -46,9 +48,15 @@ def adapt_conv1_to_grayscale(state_dict: Mapping[str, torch.Tensor]) -> dict[str
     return adapted
 
 
-def _download_imagenet_state_dict(progress: bool = True) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet ResNet18 weights, from the torch hub cache or the network."""
+def _download_imagenet_state_dict(progress: bool = True, timeout: float = 30.0) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ResNet18 weights, from the torch hub cache or the network.
+
+    ``timeout`` (seconds per network operation) keeps a firewalled machine, whose connections hang
+    instead of failing, from blocking a notebook for minutes.
+    """
     weights = ResNet18_Weights.IMAGENET1K_V1
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)  # torch.hub's urlopen takes no timeout of its own
     try:
         return torch.hub.load_state_dict_from_url(weights.url, progress=progress, check_hash=True)
     except Exception as err:  # URLError, socket timeouts, HTTP errors, a truncated file ...
@@ -60,6 +68,8 @@ def _download_imagenet_state_dict(progress: bool = True) -> dict[str, torch.Tens
             f"to {cache_file} (the torch hub cache, torch.hub.get_dir()), "
             "or train from scratch with resnet18_xray(pretrained=False)."
         ) from err
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def resnet18_xray(pretrained: bool = False, progress: bool = True) -> nn.Module:
@@ -146,6 +156,40 @@ def breath_cnn(n_classes: int = 4, in_channels: int = 1, width: int = 32, dropou
         "dropout": dropout,
     }
     return model
+
+
+def layer_output_shapes(
+    model: nn.Module, input_shape: Sequence[int], names: Sequence[str] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Output shape of each top-level child of ``model`` for one input of ``input_shape`` (e.g. 1 x 1 x S x S).
+
+    ``names``: the children to report (default: all, in order). One forward pass of zeros in eval mode,
+    under ``no_grad``, with temporary forward hooks (removed afterwards; the model's train/eval flag is
+    restored). For :func:`resnet18_xray` and S = 224: ``conv1`` 1 x 64 x 112 x 112, ..., ``layer4``
+    1 x 512 x 7 x 7, ``avgpool`` 1 x 512 x 1 x 1, ``fc`` 1 x 1. Taught in
+    ``notebooks/02_training_resnet18.ipynb``.
+    """
+    children = dict(model.named_children())
+    names = list(children) if names is None else list(names)
+    unknown = [n for n in names if n not in children]
+    if unknown:
+        raise ValueError(f"no top-level module(s) {unknown} in the model; it has {list(children)}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        children[n].register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape)))
+        for n in names
+    ]
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(tuple(input_shape), device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return {n: shapes[n] for n in names}
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

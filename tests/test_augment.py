@@ -141,3 +141,20 @@ def test_bad_input_gives_clear_errors():
         GpuAugment(scale=(1.1, 0.9))
     with pytest.raises(ValueError, match="padding_mode"):
         GpuAugment(padding_mode="constant")
+
+
+def test_replace_changes_only_the_named_settings():
+    augment = GpuAugment(rotation=7.0, translate=0.2, scale=(0.8, 1.2), hflip=True)
+    bordered = augment.replace(padding_mode="border")
+    assert bordered is not augment and augment.padding_mode == "zeros"
+    assert (bordered.rotation, bordered.translate, bordered.scale, bordered.hflip) == (
+        7.0,
+        0.2,
+        (0.8, 1.2),
+        True,
+    )
+    assert bordered.padding_mode == "border"
+    with pytest.raises(ValueError, match="no setting"):
+        augment.replace(degrees=5)
+    with pytest.raises(ValueError, match="padding_mode"):
+        augment.replace(padding_mode="constant")

@@ -14,6 +14,7 @@ from helpers.models import (
     adapt_conv1_to_grayscale,
     breath_cnn,
     count_parameters,
+    layer_output_shapes,
     resnet18_xray,
 )
 
@@ -131,3 +132,30 @@ def test_breath_cnn_options_and_registry():
     assert set(ARCHITECTURES) == {"resnet18_xray", "breath_cnn"}
     rebuilt = ARCHITECTURES["breath_cnn"](**model.architecture_kwargs)
     assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
+
+
+def test_layer_output_shapes_of_resnet18_halve_five_times_and_leave_the_model_as_it_was():
+    model = resnet18_xray().train()
+    shapes = layer_output_shapes(model, (1, 1, 224, 224))
+    assert list(shapes) == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
+    assert shapes["conv1"] == (1, 64, 112, 112) and shapes["maxpool"] == (1, 64, 56, 56)
+    assert (
+        shapes["layer4"] == (1, 512, 7, 7) and shapes["avgpool"] == (1, 512, 1, 1) and shapes["fc"] == (1, 1)
+    )
+    assert layer_output_shapes(model, (1, 1, 100, 100), ["layer4"]) == {
+        "layer4": (1, 512, 4, 4)
+    }  # ceil(100/32)
+    assert model.training and not model.conv1._forward_hooks and not model.layer4._forward_hooks
+    with pytest.raises(ValueError, match="no top-level module"):
+        layer_output_shapes(model, (1, 1, 64, 64), ["layer5"])

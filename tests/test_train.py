@@ -348,3 +348,69 @@ def test_load_checkpoint_refuses_pickles_and_foreign_files(tmp_path):
     save_checkpoint(tmp_path / "small.pt", _tiny_model(n_classes=2))
     with pytest.raises(ValueError, match=r"small\.pt: the weights do not fit the model"):
         load_checkpoint(tmp_path / "small.pt", _tiny_model(n_classes=3))
+
+
+def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data_and_restores_the_model():
+    from helpers.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, bias=False), torch.nn.BatchNorm2d(3), torch.nn.Dropout()
+    )
+    model[1].momentum = 0.3
+    model.train()
+    images = np.random.default_rng(0).integers(0, 256, size=(20, 8, 8), dtype=np.uint8)
+    data = DeviceData(images, device="cpu")
+    weights = [p.detach().clone() for p in model.parameters()]
+    assert recalibrate_batchnorm(model, data, mean=0.5, std=0.25, batch_size=5) == 1
+    with torch.no_grad():
+        conv = model[0](torch.from_numpy(images).float()[:, None] / 255 * 4 - 2)  # (x/255 - 0.5) / 0.25
+    torch.testing.assert_close(model[1].running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    per_batch_var = torch.stack([c.var(dim=(0, 2, 3)) for c in conv.split(5)])  # unbiased, as BatchNorm keeps
+    torch.testing.assert_close(model[1].running_var, per_batch_var.mean(dim=0), rtol=1e-4, atol=1e-5)
+    assert model[1].momentum == 0.3 and all(m.training for m in model.modules())
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
+    assert recalibrate_batchnorm(torch.nn.Linear(2, 1), data, 0.5, 0.25) == 0  # no BatchNorm: nothing to do
+
+
+def test_few_step_training_with_recalibrated_batchnorm_evaluates_sanely():
+    """Two steps of a ResNet18: eval-mode BatchNorm with momentum-0.1 running averages gives absurd logits;
+    recalibrated, the validation loss stays near the training loss."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 120, size=(40, 32, 32), dtype=np.uint8)
+    y = np.arange(40) % 2
+    x[y == 1, 4:14, 4:14] += 120
+    losses = {}
+    for recalibrate in (False, True):
+        torch.manual_seed(0)
+        history = _fit(
+            resnet18_xray(), (x[:32], y[:32], x[32:], y[32:]), epochs=1, batch_size=16, lr=1e-3,
+            recalibrate_bn=recalibrate,
+        )  # fmt: skip
+        losses[recalibrate] = history.loc[0, ["train_loss", "val_loss"]].to_numpy(float)
+    assert losses[True][1] < 3 * max(losses[True][0], 0.7)
+    assert losses[False][1] > losses[True][1]
+
+
+def test_augment_options_override_the_augmentation_and_are_part_of_the_resumable_settings(tmp_path):
+    data = _binary_data()
+    seen = []
+
+    class Spy(GpuAugment):
+        def replace(self, **changes):
+            seen.append(changes)
+            return super().replace(**changes)
+
+    options = {"augment_options": {"padding_mode": "border"}, "recalibrate_bn": True}
+    path = tmp_path / "c.pt"
+    _fit(_tiny_model(), data, augment=Spy(), checkpoint_path=path, **options)
+    assert seen == [{"padding_mode": "border"}]
+    _, state = load_checkpoint(tmp_path / "c.last.pt")
+    assert state["config"]["augment_options"] == {"padding_mode": "border"}
+    assert state["config"]["recalibrate_bn"] is True
+    with pytest.raises(ValueError, match="augment_options"):  # other settings: no silent resume
+        _fit(
+            _tiny_model(), data, augment=GpuAugment(), checkpoint_path=path, resume=True, recalibrate_bn=True
+        )
+    with pytest.raises(ValueError, match="needs a GpuAugment"):
+        _fit(_tiny_model(), data, augment=None, augment_options={"padding_mode": "border"})
