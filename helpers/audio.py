@@ -179,6 +179,40 @@ def mel_center_frequencies(n_mels: int = N_MELS, fmin: float = FMIN, fmax: float
     return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=True)[1:-1]
 
 
+def stft_magnitude(
+    y: np.ndarray,
+    sr: int = SAMPLE_RATE,
+    *,
+    win_ms: float = WIN_MS,
+    hop_ms: float = HOP_MS,
+    n_fft: int = N_FFT,
+) -> np.ndarray:
+    """STFT magnitude of a mono signal (n,) -> (frames, n_fft // 2 + 1) float32: the first step of :func:`log_mel`.
+
+    Periodic Hann window of ``win_ms`` (400 samples at 16 kHz), hop ``hop_ms`` (160), FFT size ``n_fft``
+    (bin ``k`` is ``k * sr / n_fft`` Hz: 31.25 Hz apart). ``frames = 1 + (n - win) // hop`` (no centre
+    padding; 0 frames when n < win). Row ``j`` describes samples ``[j * hop, j * hop + win)``, as in VGGish.
+    Taught in ``notebooks/06_breath_sounds.ipynb``.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"expected a mono signal of shape (n,), got shape {y.shape}")
+    win, hop = frame_lengths(sr, win_ms, hop_ms)
+    if n_fft < win:
+        raise ValueError(f"n_fft={n_fft} is shorter than the {win}-sample window")
+    if len(y) < win:
+        return np.zeros((0, n_fft // 2 + 1), dtype=np.float32)
+    # torch.stft centres a short window inside each n_fft frame; padding the signal by the same amount on
+    # both sides makes frame j hold exactly samples [j * hop, j * hop + win) of y, as in VGGish.
+    left = (n_fft - win) // 2
+    x = torch.nn.functional.pad(
+        torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), (left, n_fft - win - left)
+    )
+    window = torch.hann_window(win, periodic=True)
+    spec = torch.stft(x, n_fft, hop, win_length=win, window=window, center=False, return_complex=True)
+    return spec.abs().T.contiguous().numpy()
+
+
 def log_mel(
     y: np.ndarray,
     sr: int = SAMPLE_RATE,
@@ -193,29 +227,29 @@ def log_mel(
 ) -> np.ndarray:
     """The paper's log-mel spectrogram: mono signal (n,) -> (frames, n_mels) float32, natural log.
 
-    ``frames = 1 + (n - win) // hop`` (no centre padding; 0 frames when n < win). Row ``j`` describes
-    samples ``[j * hop, j * hop + win)``. Computed with ``torch.stft`` on a periodic Hann window and the
-    cached librosa HTK filter bank. Taught in ``notebooks/06_breath_sounds.ipynb``.
+    ``log(|STFT| @ mel_filter_bank.T + log_offset)``: :func:`stft_magnitude` (periodic Hann, no centre
+    padding, ``frames = 1 + (n - win) // hop``), then the cached librosa HTK filter bank
+    (:func:`mel_filter_bank`). Row ``j`` describes samples ``[j * hop, j * hop + win)``.
+    Taught in ``notebooks/06_breath_sounds.ipynb``.
     """
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"log_mel expects a mono signal of shape (n,), got shape {y.shape}")
-    win, hop = frame_lengths(sr, win_ms, hop_ms)
-    if n_fft < win:
-        raise ValueError(f"n_fft={n_fft} is shorter than the {win}-sample window")
     bank = torch.from_numpy(mel_filter_bank(sr, n_fft, n_mels, float(fmin), float(fmax)).copy())
-    if len(y) < win:
-        return np.zeros((0, n_mels), dtype=np.float32)
-    # torch.stft centres a short window inside each n_fft frame; padding the signal by the same amount on
-    # both sides makes frame j hold exactly samples [j * hop, j * hop + win) of y, as in VGGish.
-    left = (n_fft - win) // 2
-    x = torch.nn.functional.pad(
-        torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), (left, n_fft - win - left)
-    )
-    window = torch.hann_window(win, periodic=True)
-    spec = torch.stft(x, n_fft, hop, win_length=win, window=window, center=False, return_complex=True)
-    mel = bank @ spec.abs()  # (n_mels, frames)
-    return torch.log(mel + log_offset).T.contiguous().numpy()
+    magnitude = torch.from_numpy(stft_magnitude(y, sr, win_ms=win_ms, hop_ms=hop_ms, n_fft=n_fft))
+    return torch.log(magnitude @ bank.T + log_offset).contiguous().numpy()
+
+
+def power_share_above(y: np.ndarray, hz: float, sr: int = SAMPLE_RATE) -> float:
+    """Share of a signal's power (n,) that lies above ``hz`` Hz (periodogram of the whole signal).
+
+    A 4 kHz recording resampled to 16 kHz has almost none above its 2 kHz Nyquist frequency (below 1e-4 of
+    its power beyond 2.1 kHz); a 44.1 kHz recording usually has some. Taught in
+    ``notebooks/06_breath_sounds.ipynb``.
+    """
+    power = np.abs(np.fft.rfft(np.asarray(y, dtype=np.float64))) ** 2
+    total = power.sum()
+    return float(power[np.fft.rfftfreq(len(y), 1.0 / sr) > hz].sum() / total) if total > 0 else float("nan")
 
 
 def crop_bands(

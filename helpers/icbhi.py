@@ -15,26 +15,18 @@ it by at least ``min_overlap`` seconds (OR over those cycles). The default, half
 patch the label of the cycle holding most of its audio; a patch that no cycle overlaps that much lies in
 unannotated audio (before the first or after the last cycle, or in a gap) and is dropped. A smaller
 ``min_overlap`` keeps more abnormal patches, at the price of labels that describe audio mostly outside them.
+
+The patch data set itself (:class:`~helpers.breath_data.PatchDataset`, :func:`~helpers.breath_data.build_patch_dataset`)
+lives in :mod:`helpers.breath_data`; ``icbhi.PatchDataset`` and ``icbhi.build_patch_dataset`` still work.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import multiprocessing
-import os
 import re
-import tempfile
-import warnings
-import zipfile
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 from helpers import audio
 
@@ -301,158 +293,10 @@ def icbhi_score(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class PatchDataset:
-    """Log-mel patches of every annotated part of every recording, with one metadata row per patch.
+def __getattr__(name: str):
+    """``icbhi.PatchDataset`` and ``icbhi.build_patch_dataset`` still work: they live in :mod:`helpers.breath_data`."""
+    if name in ("PatchDataset", "build_patch_dataset"):
+        from helpers import breath_data
 
-    ``patches`` (N, 96, n_mels) float32; ``labels`` (N,) int64 (see ``CLASS_NAMES``); ``recording``,
-    ``device``, ``diagnosis`` (N,) str; ``patient``, ``sample_rate`` (original rate of the file, Hz) (N,)
-    int64; ``start`` (N,) float64 seconds into the recording. ``params`` holds the front-end settings and
-    ``skipped`` the reasons of recordings that could not be read. Taught in ``notebooks/06_breath_sounds.ipynb``.
-    """
-
-    patches: np.ndarray
-    labels: np.ndarray
-    recording: np.ndarray
-    patient: np.ndarray
-    device: np.ndarray
-    diagnosis: np.ndarray
-    sample_rate: np.ndarray
-    start: np.ndarray
-    params: dict = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def metadata(self) -> pd.DataFrame:
-        """One row per patch: recording, patient, device, diagnosis, sample_rate, start, label."""
-        return pd.DataFrame({name: getattr(self, name) for name in _PER_PATCH if name != "patches"}).rename(
-            columns={"labels": "label"}
-        )
-
-    def subset(self, index: np.ndarray) -> PatchDataset:
-        """The patches selected by a boolean mask or an integer index array (copies)."""
-        return replace(self, **{name: getattr(self, name)[index] for name in _PER_PATCH})
-
-    def save(self, path: str | Path) -> None:
-        """Write to an uncompressed ``.npz`` atomically (temp file in the same folder, then ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in _PER_PATCH}
-        extra = json.dumps({"params": self.params, "skipped": list(self.skipped)})
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, _extra=np.array(extra), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    @classmethod
-    def load(cls, path: str | Path) -> PatchDataset:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            extra = json.loads(str(data["_extra"]))
-            return cls(
-                **{name: data[name] for name in _PER_PATCH},
-                params=extra["params"],
-                skipped=tuple(extra["skipped"]),
-            )
-
-
-_PER_PATCH = ("patches", "labels", "recording", "patient", "device", "diagnosis", "sample_rate", "start")
-
-
-def _limit_torch_threads() -> None:
-    """Pool initializer: one torch thread per worker process, so that workers do not fight over cores."""
-    torch.set_num_threads(1)
-
-
-def _recording_patches(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """(patches, starts, labels, "") of the annotated patches of one recording, or empty arrays and the reason
-    why the audio was rejected."""
-    wav, txt, sr, fmax, n_mels, min_overlap = job
-    try:
-        y = audio.load_audio(wav, sr)
-    except audio.AudioError as err:
-        return (
-            np.zeros((0, audio.PATCH_FRAMES, n_mels), np.float32),
-            np.zeros(0),
-            np.zeros(0, np.int64),
-            str(err),
-        )
-    cut = audio.patches(audio.log_mel(y, sr, n_mels=n_mels, fmin=audio.FMIN, fmax=fmax))
-    starts = audio.patch_start_times(len(cut))
-    labels = patch_labels(starts, read_annotation(txt), min_overlap=min_overlap)
-    keep = labels >= 0
-    return cut[keep], starts[keep], labels[keep], ""
-
-
-def build_patch_dataset(
-    icbhi_dir: str | Path,
-    *,
-    sr: int = audio.SAMPLE_RATE,
-    fmax: float = audio.FMAX,
-    n_mels: int = audio.N_MELS,
-    min_overlap: float = 0.48,
-    workers: int | None = None,
-    progress: bool = True,
-    cache_path: str | Path | None = None,
-) -> PatchDataset:
-    """Load, resample, log-mel and patch every recording of an ICBHI folder, labelling patches by their cycles.
-
-    One task per recording in a ``multiprocessing.Pool`` of ``workers`` processes (default: all cores;
-    1 = in this process). With ``cache_path``, a cached ``.npz`` made from the same settings and the same
-    files (names, sizes, modification times) is returned as it is, otherwise the result is written there
-    atomically. Recordings that :func:`helpers.audio.load_audio` rejects are skipped with a warning and
-    listed in ``skipped``; annotation errors raise. Taught in ``notebooks/06_breath_sounds.ipynb``.
-    """
-    table = list_recordings(icbhi_dir)
-    params = {"sr": sr, "fmin": audio.FMIN, "fmax": float(fmax), "n_mels": n_mels, "min_overlap": min_overlap}
-    files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in [*table.wav, *table.txt]]
-    params["files_sha256"] = hashlib.sha256(json.dumps(files).encode()).hexdigest()
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            cached = PatchDataset.load(cache_path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # unreadable or older format: recompute
-            cached = None
-        if cached is not None and cached.params == params:
-            return cached
-    jobs = [
-        (str(wav), str(txt), sr, float(fmax), n_mels, min_overlap)
-        for wav, txt in table[["wav", "txt"]].values
-    ]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    # librosa imports for seconds on its first filter bank: do it once here, so forked workers inherit it
-    audio.mel_filter_bank(sr, audio.N_FFT, n_mels, audio.FMIN, float(fmax))
-    with contextlib.ExitStack() as stack:
-        if workers == 1:
-            mapped = map(_recording_patches, jobs)
-        else:
-            pool = stack.enter_context(multiprocessing.Pool(workers, initializer=_limit_torch_threads))
-            mapped = pool.imap(_recording_patches, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
-        results = list(
-            tqdm(mapped, total=len(jobs), desc="log-mel patches", unit="rec", disable=not progress)
-        )
-    cut, starts, labels, reasons = zip(*results, strict=True)
-    skipped = tuple(reason for reason in reasons if reason)
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable recordings: {'; '.join(skipped[:3])}", stacklevel=2)
-    rows = table.iloc[np.repeat(np.arange(len(table)), [len(x) for x in labels])]
-    dataset = PatchDataset(
-        patches=np.concatenate(cut),
-        labels=np.concatenate(labels),
-        recording=rows["name"].to_numpy(dtype=str),
-        patient=rows["patient"].to_numpy(dtype=np.int64),
-        device=rows["device"].to_numpy(dtype=str),
-        diagnosis=rows["diagnosis"].to_numpy(dtype=str),
-        sample_rate=rows["sample_rate"].to_numpy(dtype=np.int64),
-        start=np.concatenate(starts),
-        params=params,
-        skipped=skipped,
-    )
-    if cache_path is not None:
-        dataset.save(cache_path)
-    return dataset
+        return getattr(breath_data, name)
+    raise AttributeError(f"module 'helpers.icbhi' has no attribute {name!r}")

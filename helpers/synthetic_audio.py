@@ -48,8 +48,11 @@ def _pick(rng: np.random.Generator, table: dict) -> Any:
 def plan_icbhi(n_patients: int, seed: int, duration_s: tuple[float, float]) -> list[dict[str, Any]]:
     """One dict per recording (name, patient, diagnosis, sample rate, WAV subtype, duration, split, keys).
 
-    Patients get ids from 101; the first two record with a 44.1 kHz and a 4 kHz device, so any set of two
-    or more patients mixes both rates. About 40 % of the patients are in the test split.
+    Patients get ids from 101, with 2-6 recordings each (the real set: 920 recordings of 126 patients); the
+    first two record with a 44.1 kHz and a 4 kHz device, so any set of two or more patients mixes both
+    rates. The official split is by recording, as in the real set: about 40 % of the patients are in the
+    test split, and one patient (two from 20 patients on, like patients 156 and 218 of the real set) has
+    its last recording on the other side, so the official split shares patients between train and test.
     """
     rng = task_rng(seed, 0)
     devices = list(rng.permutation(["AKGC417L", "Litt3200"])) + list(
@@ -63,7 +66,7 @@ def plan_icbhi(n_patients: int, seed: int, duration_s: tuple[float, float]) -> l
         device = devices[i % len(devices)]
         diagnosis = _pick(prng, DIAGNOSES)
         locations = prng.permutation(LOCATIONS)
-        for r in range(int(prng.integers(1, 4))):
+        for r in range(int(prng.integers(2, 7))):
             mode = "mc" if device == "AKGC417L" and prng.random() < 0.6 else "sc"
             name = f"{101 + i}_{r + 1}b{int(prng.integers(1, 4))}_{locations[r]}_{mode}_{device}"
             rates = DEVICE_RATES[device]
@@ -75,6 +78,10 @@ def plan_icbhi(n_patients: int, seed: int, duration_s: tuple[float, float]) -> l
                     "duration": float(prng.uniform(*duration_s)), "split": "test" if i in test else "train",
                 }
             )  # fmt: skip
+    n_shared = 0 if n_patients < 2 else 1 if n_patients < 20 else 2
+    for i in task_rng(seed, 3).permutation(n_patients)[:n_shared].tolist():
+        last = max(k for k, rec in enumerate(plan) if rec["patient"] == 101 + i)
+        plan[last]["split"] = "train" if plan[last]["split"] == "test" else "test"
     return plan
 
 

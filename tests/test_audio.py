@@ -247,3 +247,25 @@ def test_a_patch_span_of_samples_gives_exactly_one_patch():
     y = np.random.default_rng(3).standard_normal(n).astype(np.float32)
     assert audio.patches(audio.log_mel(y)).shape == (1, 96, 64)
     assert audio.patches(audio.log_mel(y[:-1])).shape == (0, 96, 64)
+
+
+def test_stft_magnitude_is_the_first_step_of_log_mel():
+    y = tone(1000.0, 1.0, 16000)
+    magnitude = audio.stft_magnitude(y)
+    assert magnitude.dtype == np.float32 and magnitude.shape == (1 + (16000 - 400) // 160, 257)
+    assert magnitude.mean(axis=0).argmax() == 32  # 1000 Hz / 31.25 Hz per bin
+    expected = np.log(magnitude @ audio.mel_filter_bank().T + 0.01)
+    np.testing.assert_allclose(audio.log_mel(y), expected, atol=1e-5)
+    assert audio.stft_magnitude(y[:399]).shape == (0, 257)
+    with pytest.raises(ValueError, match=r"mono signal of shape \(n,\)"):
+        audio.stft_magnitude(np.zeros((2, 500), np.float32))
+
+
+def test_power_share_above_separates_a_4_khz_recording_from_a_wide_band_one():
+    noise = np.random.default_rng(0).standard_normal(44100 * 2).astype(np.float32) * 0.1
+    wide = audio.resample(noise, 44100, 16000)
+    narrow = audio.resample(audio.resample(noise, 44100, 4000), 4000, 16000)
+    assert audio.power_share_above(wide, 2100.0) == pytest.approx(5900 / 8000, abs=0.02)  # white up to 8 kHz
+    assert audio.power_share_above(narrow, 2100.0) < 1e-4
+    assert audio.power_share_above(tone(1000.0, 1.0, 16000), 1100.0) < 1e-3
+    assert np.isnan(audio.power_share_above(np.zeros(100), 1000.0))

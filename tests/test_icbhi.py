@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from helpers import icbhi
+from helpers import breath_data, icbhi
 from helpers.icbhi import IcbhiFormatError
 
 # name: (sample rate, seconds, annotation lines, official split)
@@ -206,7 +206,7 @@ def test_build_patch_dataset_caches_and_recomputes_when_settings_or_files_change
     def fail(job):
         raise AssertionError("recomputed although the cache is valid")
 
-    monkeypatch.setattr(icbhi, "_recording_patches", fail)
+    monkeypatch.setattr(breath_data, "_recording_patches", fail)
     again = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
     np.testing.assert_array_equal(again.patches, first.patches)
     pd.testing.assert_frame_equal(again.metadata(), first.metadata())

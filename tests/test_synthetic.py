@@ -301,3 +301,20 @@ def test_icbhi_is_deterministic_and_resumes(icbhi, tmp_path):
     synthetic.make_icbhi_like(copy, 4, seed=0, duration_s=(5.0, 7.0))
     assert digests(copy) == digests(icbhi)
     assert stamps == {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file() and p != victim}
+
+
+def test_icbhi_official_split_shares_patients_like_the_real_one(icbhi):
+    split = dict(
+        line.split("\t") for line in (icbhi / "ICBHI_challenge_train_test.txt").read_text().splitlines()
+    )
+    sides: dict[str, set[str]] = {}
+    for name, side in split.items():
+        sides.setdefault(name.split("_")[0], set()).add(side)
+    assert sum(len(s) == 2 for s in sides.values()) == 1  # one of 4 patients on both sides
+    plan = synthetic_audio.plan_icbhi(40, seed=0, duration_s=(8.0, 20.0))
+    per_patient: dict[int, set[str]] = {}
+    for rec in plan:
+        per_patient.setdefault(rec["patient"], set()).add(rec["split"])
+    assert sum(len(s) == 2 for s in per_patient.values()) == 2  # like patients 156 and 218 of the real set
+    counts = np.bincount([rec["patient"] for rec in plan])[101:]
+    assert counts.min() >= 2 and counts.max() <= 6
