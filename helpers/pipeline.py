@@ -11,6 +11,8 @@ Data flows one way: files -> :func:`rsna_store` -> :func:`trained_xray_model`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +87,12 @@ def shortcut_stores(
 def checkpoint_path(settings: Settings | None = None, name: str = "resnet18-rsna") -> Path:
     """Where the best checkpoint of model ``name`` is kept for this mode and data source."""
     settings = settings or get_settings()
-    return (
-        settings.cache_dir
-        / f"{name}-{datasets.data_source('rsna', settings)}-{settings.sizes.image_size}px.pt"
-    )
+    # The name carries a digest of the training settings, so a checkpoint trained with other settings is never
+    # silently reused after they change.
+    recipe = json.dumps(xray_training_config(settings), sort_keys=True)
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:8]
+    source = datasets.data_source("rsna", settings)
+    return settings.cache_dir / f"{name}-{source}-{settings.sizes.image_size}px-{digest}.pt"
 
 
 def xray_training_config(settings: Settings | None = None) -> dict[str, Any]:
