@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from helpers.config import display_path
 from helpers.preprocess import _read_resized, running_mean_std, split_patients
 
 SPLITS = ("train", "val", "test")
@@ -313,7 +314,7 @@ def build_store(
         shutil.rmtree(dest)  # an unfinished store (checked above): replaced by the finished one
     os.replace(partial, dest)
     if progress or stats["n_failed"]:
-        print(f"{dest}: {stats['n']} images at {size}x{size}, {stats['n_ok']} ok, {stats['n_failed']} failed")
+        print(f"{display_path(dest)}: {stats['n']} images at {size}x{size}, {stats['n_ok']} ok, {stats['n_failed']} failed")
         for failure in stats["failed"][:10]:
             print(f"  failed: {failure['reason']}")
     return dest
