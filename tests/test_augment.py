@@ -10,15 +10,6 @@ from torchvision.transforms import InterpolationMode
 from helpers.augment import AffineParams, GpuAugment, affine_theta
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Small tensors: one thread is faster than two contending ones on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _params(angle=0.0, shift_x=0.0, shift_y=0.0, scale=1.0, flip=0.0) -> AffineParams:
     def t(v):
         return torch.tensor([float(v)])

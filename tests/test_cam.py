@@ -18,16 +18,6 @@ from helpers.cam import (
     resolve_layer,
     target_scores,
 )
-from helpers.config import set_cpu_threads
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Smoke mode uses one torch thread (helpers.config.set_cpu_threads): two contend on a busy 2-core box."""
-    before = torch.get_num_threads()
-    set_cpu_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def xray_resnet18(num_classes: int = 1) -> nn.Module:

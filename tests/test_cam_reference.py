@@ -17,22 +17,12 @@ import torchvision
 from torch import nn
 
 from helpers.cam import grad_cam, guided_backprop, guided_grad_cam, min_max_normalize, resolve_layer
-from helpers.config import set_cpu_threads
 
 captum_attr = pytest.importorskip("captum.attr")
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum warns that it sets hooks
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Smoke mode uses one torch thread (helpers.config.set_cpu_threads): two contend on a busy 2-core box."""
-    before = torch.get_num_threads()
-    set_cpu_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 class Negated(nn.Module):

@@ -38,7 +38,9 @@ def test_every_notebook_has_the_same_setup_cell():
 def test_setup_cell_does_nothing_outside_colab():
     env = {k: v for k, v in os.environ.items() if k != "XAI_COURSE_REPO"}
     env["XAI_COURSE_REPO"] = "git+file:///nonexistent/should-not-be-used"
-    result = subprocess.run([sys.executable, "-c", setup_cell_source()], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", setup_cell_source()], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and "pip" not in result.stderr
 
@@ -60,7 +62,11 @@ def test_setup_cell_installs_from_git_on_colab_and_keeps_torch(tmp_path):
     env_dir = tmp_path / "colab-env"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    new_site = Path(subprocess.check_output([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    new_site = Path(
+        subprocess.check_output(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (new_site / "deps.pth").write_text(str(deps) + "\n")
 
     # `google.colab` importable, as on Colab.
@@ -75,7 +81,12 @@ def test_setup_cell_installs_from_git_on_colab_and_keeps_torch(tmp_path):
     assert before.returncode != 0, "the fresh environment must not have the course package yet"
 
     result = subprocess.run(
-        [str(py), "-c", setup_cell_source()], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+        [str(py), "-c", setup_cell_source()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     log = result.stdout + result.stderr
@@ -83,7 +94,10 @@ def test_setup_cell_installs_from_git_on_colab_and_keeps_torch(tmp_path):
 
     check = subprocess.run(
         [str(py), "-c", "import helpers, torch; print(helpers.__file__); print(torch.__version__)"],
-        env=env, capture_output=True, text=True, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert check.returncode == 0, check.stderr
     helpers_file, torch_version = check.stdout.split()
@@ -91,5 +105,7 @@ def test_setup_cell_installs_from_git_on_colab_and_keeps_torch(tmp_path):
     assert torch_version == torch.__version__
 
     # A second run finds the package and does nothing.
-    again = subprocess.run([str(py), "-c", setup_cell_source()], env=env, capture_output=True, text=True, cwd=tmp_path)
+    again = subprocess.run(
+        [str(py), "-c", setup_cell_source()], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
     assert again.returncode == 0 and again.stdout == ""

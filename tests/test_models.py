@@ -19,15 +19,6 @@ from helpers.models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Small tensors: one thread is faster than two contending ones on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resnet18_xray_has_one_input_channel_and_one_logit():
     torch.manual_seed(0)
     model = resnet18_xray().eval()

@@ -35,7 +35,9 @@ def test_environment_yml_installs_this_repo_with_extras_and_lists_no_other_depen
     conda = [d for d in deps if isinstance(d, str)]
     pips = [d for d in deps if isinstance(d, dict)]
     assert len(pips) == 1 and list(pips[0]) == ["pip"]
-    assert pips[0]["pip"] == ["-e .[test]"], "the pip section must only install this repository with its extras"
+    assert pips[0]["pip"] == ["-e .[test]"], (
+        "the pip section must only install this repository with its extras"
+    )
     assert "pip" in conda
     # conda supplies only the interpreter and pip: pyproject.toml stays the one list of dependencies
     assert all(re.match(r"^(python(=[\d.]+)?|pip)$", d) for d in conda), conda
@@ -43,12 +45,17 @@ def test_environment_yml_installs_this_repo_with_extras_and_lists_no_other_depen
 
 
 def test_pyproject_has_no_exact_pins_and_lower_bounds_on_torch():
-    deps = PYPROJECT["project"]["dependencies"] + sum(PYPROJECT["project"]["optional-dependencies"].values(), [])
+    deps = PYPROJECT["project"]["dependencies"] + sum(
+        PYPROJECT["project"]["optional-dependencies"].values(), []
+    )
     assert not [d for d in deps if "==" in d], "no exact pins: Colab ships its own versions"
     torch_req = [d for d in deps if re.match(r"^torch\b", d) and not d.startswith("torchvision")]
     assert torch_req and all(">=" in d and "<" not in d for d in torch_req)
     assert PYPROJECT["project"]["requires-python"] == ">=3.10"
-    assert PYPROJECT["tool"]["setuptools"]["packages"] == ["helpers"] or "packages" in PYPROJECT["tool"]["setuptools"]
+    assert (
+        PYPROJECT["tool"]["setuptools"]["packages"] == ["helpers"]
+        or "packages" in PYPROJECT["tool"]["setuptools"]
+    )
 
 
 def test_pytest_runs_notebooks_with_nbval_in_the_current_environment():
@@ -61,7 +68,7 @@ def test_pytest_runs_notebooks_with_nbval_in_the_current_environment():
 
 def test_readme_gives_the_commands_that_ci_runs():
     readme = (ROOT / "README.md").read_text()
-    assert "pip install -e \".[test]\"" in readme
+    assert 'pip install -e ".[test]"' in readme
     assert "jupyter lab" in readme
     assert re.search(r"^pytest$", readme, re.M), "the README's test command is plain `pytest`"
     assert "python -m helpers.run_notebooks" in readme
@@ -83,12 +90,18 @@ def test_notebook_follows_the_course_conventions(path):
     owner_repo = config.REPO_URL.split("github.com/")[1]
     badge = f"https://colab.research.google.com/github/{owner_repo}/blob/{config.REPO_BRANCH}/notebooks/{path.name}"
     assert cells[0]["cell_type"] == "markdown" and first.startswith("# ")
-    assert badge in first, "Colab badge must point at this notebook in the repository of helpers.config.REPO_URL"
+    assert badge in first, (
+        "Colab badge must point at this notebook in the repository of helpers.config.REPO_URL"
+    )
     assert "Learning objectives" in first
     setup = "".join(cells[1]["source"])
     assert cells[1]["cell_type"] == "code" and "google.colab" in setup
-    assert f"git+{config.REPO_URL}@{config.REPO_BRANCH}" in setup, "setup cell must install from helpers.config.REPO_URL"
-    assert "torch==" not in setup and "--upgrade" not in setup, "setup cell must never reinstall Colab's torch"
+    assert f"git+{config.REPO_URL}@{config.REPO_BRANCH}" in setup, (
+        "setup cell must install from helpers.config.REPO_URL"
+    )
+    assert "torch==" not in setup and "--upgrade" not in setup, (
+        "setup cell must never reinstall Colab's torch"
+    )
     report = "".join(cells[2]["source"])
     assert "config.describe(" in report, "third cell prints the one-line configuration report"
     text = "\n".join("".join(c["source"]) for c in cells)
@@ -120,6 +133,8 @@ def test_checked_cells_store_the_output_nbval_compares_and_nothing_else_is_store
             assert cell["outputs"], f"cell {i} is checked but stores no output"
             kinds = {o["output_type"] for o in cell["outputs"]}
             assert kinds <= {"stream", "execute_result"}, f"cell {i} stores {kinds}"
-            assert all(o.get("name", "stdout") == "stdout" for o in cell["outputs"]), f"cell {i} stores stderr"
+            assert all(o.get("name", "stdout") == "stdout" for o in cell["outputs"]), (
+                f"cell {i} stores stderr"
+            )
         else:
             assert not cell["outputs"], f"cell {i} is not checked but stores outputs"

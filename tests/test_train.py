@@ -26,16 +26,6 @@ from helpers.train import (
     train_step,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Tiny tensors: one thread is faster than two contending ones on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 EXACT_COLUMNS = ["epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "best"]  # not the timings
 
 

@@ -12,18 +12,14 @@ import ipywidgets as w  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from helpers.augment import GpuAugment  # noqa: E402
 from helpers.widgets import augment as A  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def close_figures_and_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def close_figures():
     yield
-    torch.set_num_threads(threads)
     plt.close("all")
 
 
