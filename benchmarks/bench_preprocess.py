@@ -124,7 +124,7 @@ def pool_files_per_second(paths: list[Path], size: int, workers: int, repeat: in
 
 def store_files_per_second(items: pd.DataFrame, dest: Path, size: int, workers: int) -> float:
     start = time.perf_counter()
-    preprocess.build_store(items, dest, size=size, workers=workers, progress=False)
+    store.build_store(items, dest, size=size, workers=workers, progress=False)
     return len(items) / (time.perf_counter() - start)
 
 

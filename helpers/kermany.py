@@ -83,7 +83,7 @@ def list_images(kermany_dir: str | Path) -> pd.DataFrame:
 
 
 def kermany_items(kermany_dir: str | Path, val_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
-    """Items for ``preprocess.build_store`` with a real, patient-level validation split.
+    """Items for ``store.build_store`` with a real, patient-level validation split.
 
     The official test folder stays ``'test'``. The official val folder holds only 16 images, so it is pooled
     with train and ``val_fraction`` of the pooled PATIENTS (stratified by label, seeded) become ``'val'``;

@@ -113,7 +113,7 @@ def predict_split(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """The readable rows of one split of a store (``helpers.preprocess.PreparedStore``) with its predictions.
+    """The readable rows of one split of a store (``helpers.store.PreparedStore``) with its predictions.
 
     Returns the store's index rows (label, patientId, boxes, age, sex, view_position, ...) whose INDEX is
     the row of the image in ``store.images``, plus ``prob`` (from :func:`predict`, a 1-logit model) and

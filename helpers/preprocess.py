@@ -7,14 +7,14 @@ preprocessed store).
 :func:`split_patients` gives a patient-level stratified split and :func:`running_mean_std` the mean and std
 of uint8 images one batch at a time. The store built from them (``images.npy`` + ``index.csv`` +
 ``stats.json``: :func:`build_store`, :func:`load_store`, :class:`PreparedStore`,
-:func:`export_paper_layout`) lives in :mod:`helpers.store`; its public names are importable from here too.
+:func:`export_paper_layout`) lives in :mod:`helpers.store`.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,17 +24,6 @@ from pydicom.encaps import generate_frames
 
 from helpers.dicom import check_pixels_readable, decode_unit, read_dataset
 from helpers.rsna import rsna_items  # noqa: F401  (part of this module's API: folder -> items)
-
-if TYPE_CHECKING:  # for type checkers and editors; at run time these come from __getattr__ below
-    from helpers.store import (  # noqa: F401
-        MIN_IMAGES_PER_WORKER,
-        SPLITS,
-        STORE_FILES,
-        PreparedStore,
-        build_store,
-        export_paper_layout,
-        load_store,
-    )
 
 PICTURE_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp"}
 #: Pillow first shrinks by a whole factor (box filter) until within this factor of the target, then
@@ -190,32 +179,3 @@ def running_mean_std(
         count += block.size
     mean = total / count
     return mean, float(np.sqrt(max(total_sq / count - mean**2, 0.0)))
-
-
-# The store (build_store, load_store, ...) lives in helpers.store, which imports this module; its public
-# names are re-exported here on first use (PEP 562), so ``from helpers.preprocess import build_store`` keeps
-# working and there is no import cycle whichever of the two modules is imported first (e.g. by a spawned
-# pool worker that unpickles ``helpers.store._process``).
-_STORE_NAMES = (
-    "MIN_IMAGES_PER_WORKER",
-    "SPLITS",
-    "STORE_FILES",
-    "PreparedStore",
-    "build_store",
-    "export_paper_layout",
-    "load_store",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _STORE_NAMES:
-        from helpers import store
-
-        value = getattr(store, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_STORE_NAMES))

@@ -135,7 +135,7 @@ def load_class_info(csv_path: str | Path) -> pd.DataFrame:
 
 
 def rsna_items(rsna_dir: str | Path, progress: bool = True) -> pd.DataFrame:
-    """The RSNA training images of a folder in the Kaggle layout, as items for ``preprocess.build_store``.
+    """The RSNA training images of a folder in the Kaggle layout, as items for ``store.build_store``.
 
     One row per patient, in label-file order: ``path`` (str), ``patientId``, ``label`` (int64, the
     Target), ``boxes`` (original pixels), ``class`` (when the class file is there) and from each DICOM

@@ -23,7 +23,7 @@ from PIL import Image
 
 from helpers import localisation
 from helpers.config import Settings, get_settings, pick_device
-from helpers.preprocess import PreparedStore
+from helpers.store import PreparedStore
 from helpers.synthetic_xray import marker_geometry
 
 MARKER_VALUE = 245  # the grey level that burn_marker writes

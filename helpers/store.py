@@ -8,7 +8,7 @@ image: patientId, label, split, original size, metadata, boxes as JSON in origin
 in ``<dest>.partial/`` and saves its progress every few hundred images, so an interrupted build resumes;
 the finished folder appears only by ``os.replace``, and a folder without a valid ``stats.json`` is never
 taken as a finished store. Reading and resizing one image, the patient split and the running mean/std
-live in :mod:`helpers.preprocess`, which also re-exports this module's public names.
+live in :mod:`helpers.preprocess`.
 """
 
 from __future__ import annotations

@@ -18,15 +18,8 @@ from pydicom.encaps import encapsulate
 from helpers import preprocess
 from helpers import store as store_module
 from helpers.kermany import kermany_items, patient_id
-from helpers.preprocess import (
-    build_store,
-    export_paper_layout,
-    load_and_resize,
-    load_store,
-    rsna_items,
-    running_mean_std,
-    split_patients,
-)
+from helpers.preprocess import load_and_resize, rsna_items, running_mean_std, split_patients
+from helpers.store import build_store, export_paper_layout, load_store
 
 
 def write_dicom(path: Path, pixels: np.ndarray, *, jpeg: bool = False, **elements) -> Path:
