@@ -115,11 +115,21 @@ def check_pixels_readable(ds: Dataset, path: str | Path) -> str:
     Taught in ``notebooks/01_data_preparation.ipynb``.
     """
     if "PixelData" not in ds:
+        # A file cut exactly between two data elements parses without a short read. Every image storage
+        # class requires pixel data, and every DICOM file names its SOP class, so a file that stops before
+        # either is a truncated file, not a complete file without an image.
+        meta = getattr(ds, "file_meta", None) or Dataset()
+        sop = ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID")
+        if sop is None:
+            raise DicomReadError(f"{path}: truncated DICOM file (it ends before it says what it holds)")
+        name = uid.UID(str(sop)).name
+        if "Image Storage" in name:
+            raise DicomReadError(
+                f"{path}: truncated DICOM file (a {name} file that ends before its pixel data)"
+            )
         other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         what = f"only {other[0]}, which X-ray images never use" if other else "no PixelData element"
-        if not other and "Rows" in ds:
-            what += f" although the header describes a {ds.Rows} x {ds.get('Columns')} image: truncated?"
-        raise DicomReadError(f"{path}: no pixel data ({what}; SOP class {ds.get('SOPClassUID', 'unknown')})")
+        raise DicomReadError(f"{path}: no pixel data ({what}; SOP class {sop})")
     samples = int(ds.get("SamplesPerPixel", 1))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):

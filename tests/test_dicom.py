@@ -268,11 +268,36 @@ def test_truncated_compressed(tmp_path):
 
 def test_no_pixel_data(tmp_path):
     path = write_dicom(tmp_path / "sr.dcm", None)
+    ds = pydicom.dcmread(path)  # a structured report: a complete DICOM file that holds no image
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = uid.BasicTextSRStorage
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DicomReadError) as info:
+        read_xray(path)
+    assert (
+        str(info.value) == f"{path}: no pixel data (no PixelData element; SOP class {uid.BasicTextSRStorage})"
+    )
+
+
+def test_image_cut_exactly_between_elements_is_truncated(tmp_path):
+    # An image file cut at an element boundary parses without a short read; it must still say "truncated".
+    path = write_dicom(tmp_path / "cut_at_boundary.dcm", None)
     with pytest.raises(DicomReadError) as info:
         read_xray(path)
     assert str(info.value) == (
-        f"{path}: no pixel data (no PixelData element; SOP class {uid.ComputedRadiographyImageStorage})"
+        f"{path}: truncated DICOM file (a Computed Radiography Image Storage file that ends before its pixel data)"
     )
+
+
+def test_every_cut_of_an_image_file_says_truncated(tmp_path):
+    full = write_dicom(tmp_path / "full.dcm", ramp(32, 32, 4095), bits_stored=12).read_bytes()
+    path = tmp_path / "cut.dcm"
+    reasons = set()
+    for n in range(140, len(full), 7):  # past the preamble and 'DICM' marker, every 7th length
+        path.write_bytes(full[:n])
+        with pytest.raises(DicomReadError) as info:
+            read_xray(path)
+        reasons.add(str(info.value).removeprefix(f"{path}: ").split(" (")[0])
+    assert reasons <= {"truncated DICOM file", "truncated pixel data", "corrupt DICOM file"}, reasons
 
 
 def test_colour(tmp_path):
