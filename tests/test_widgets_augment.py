@@ -52,6 +52,7 @@ def test_explorer_starts_at_identity_inside_training_ranges():
     assert isinstance(box, w.VBox) and box.readout in box.children and box.figure in box.children
     assert set(box.sliders) == {"angle_deg", "shift_x", "shift_y", "scale"}
     assert A.READOUT_CLASS in box.readout._dom_classes
+    assert A.EXPLORER_CLASS in box._dom_classes  # the browser test finds the explorer by it
     values = readout_values(box.readout.value)
     assert values["angle_deg"] == "+0&deg;" and values["scale"] == "1.00" and values["verdict"] == "inside"
     np.testing.assert_allclose(box.augmented(), image / 255.0, atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -33,6 +35,11 @@ def test_cycle_summary_counts_kept_bands_and_energy_above_the_cut_off():
     )
 
 
+def _text(html: str) -> str:
+    """The summary as a reader sees it (tags removed)."""
+    return re.sub(r"<[^>]+>", "", html)
+
+
 def test_explorer_redraws_when_a_control_changes(recordings):
     n_cycles = {n: len(icbhi.read_annotation(t)) for n, t in recordings[["name", "txt"]].to_numpy()}
     name = next(n for n, k in n_cycles.items() if k >= 2)
@@ -40,11 +47,13 @@ def test_explorer_redraws_when_a_control_changes(recordings):
     controls, summary = box.controls, box.summary
     assert set(controls) == {"recording", "cycle", "cutoff"}
     assert len(controls["cycle"].options) == n_cycles[name]
-    assert "keeps 54 of 64 bands" in summary.value and name in summary.value
+    assert "keeps 54 of 64 bands" in _text(summary.value) and name in summary.value
+    assert "<span data-metric='kept'>54</span>" in summary.value  # what the browser test reads
+    assert breath.EXPLORER_CLASS in box._dom_classes
     assert box.state["title"] == f"{name}, cycle 0"
 
     controls["cutoff"].value = 1000.0
-    assert "a cut-off at 1000 Hz keeps" in summary.value and "keeps 54 of" not in summary.value
+    assert "a cut-off at 1000 Hz keeps" in _text(summary.value) and "keeps 54 of" not in _text(summary.value)
 
     controls["cycle"].value = 1
     assert box.state["title"] == f"{name}, cycle 1" and "cycle 1:" in summary.value

@@ -67,6 +67,7 @@ def test_explorer_controls_change_the_text_and_the_figure(model, images):
     )
     controls, state = box.controls, box.state
     assert set(controls) == {"image", "method", "layer", "target", "alpha"}
+    assert gradcam.EXPLORER_CLASS in box._dom_classes  # the browser test finds the explorer by it
     first_text, first_pixels = box.info.value, overlay_pixels(state["figure"])
     assert "<b>a</b>" in first_text and "layer4 (2x2 map)" in first_text and "heat in boxes" in first_text
 

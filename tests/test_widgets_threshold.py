@@ -39,6 +39,7 @@ def test_explorer_shows_the_default_threshold():
     box = T.threshold_explorer(Y, P)
     assert isinstance(box, w.VBox) and box.slider in box.children and box.readout in box.children
     assert isinstance(box.readout, w.HTML) and T.READOUT_CLASS in box.readout._dom_classes
+    assert T.EXPLORER_CLASS in box._dom_classes  # the browser test finds the explorer by it
     numbers = readout_numbers(box.readout.value)
     assert numbers["threshold"] == "0.50"
     assert (numbers["tp"], numbers["fp"], numbers["tn"], numbers["fn"]) == ("2", "2", "3", "1")

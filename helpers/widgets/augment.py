@@ -19,6 +19,7 @@ from helpers.augment import AffineParams, GpuAugment
 from helpers.widgets import figure_output
 
 READOUT_CLASS = "xai-augment-readout"
+EXPLORER_CLASS = "xai-augment-explorer"  # on the returned box, for browser tests
 #: Slider limits: wider than the training ranges, so that a learner can see what too much looks like.
 LIMITS = {"angle_deg": (-30.0, 30.0, 1.0), "shift_x": (-0.25, 0.25, 0.01), "shift_y": (-0.25, 0.25, 0.01),
           "scale": (0.7, 1.3, 0.01)}  # fmt: skip
@@ -144,6 +145,7 @@ def augment_explorer(image: Any, *, augment: GpuAugment | None = None, title: st
     readout = w.HTML()
     readout.add_class(READOUT_CLASS)
     box = w.VBox()
+    box.add_class(EXPLORER_CLASS)
 
     def current_values() -> dict[str, float]:
         return {name: float(slider.value) for name, slider in sliders.items()}

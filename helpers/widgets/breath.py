@@ -16,6 +16,8 @@ import pandas as pd
 from helpers import audio, breath_plots, icbhi
 from helpers.widgets import figure_output
 
+EXPLORER_CLASS = "xai-breath-explorer"  # on the returned box, for browser tests
+
 
 def cycle_summary(features: np.ndarray, annotation: pd.DataFrame, cycle: int, cutoff_hz: float) -> dict:
     """Numbers the explorer shows for one cycle: its times and class, the bands kept below ``cutoff_hz`` and
@@ -102,8 +104,9 @@ def breath_explorer(
         summary.value = (
             f"<b>{recording.value}</b>: patient {row['patient']}, {row['device']}, recorded at "
             f"{row['sample_rate']} Hz &middot; cycle {cycles.value}: {info['start']:.2f}-{info['end']:.2f} s, "
-            f"<b>{info['label']}</b> &middot; a cut-off at {cutoff.value:.0f} Hz keeps {info['kept']} of "
-            f"{info['bands']} bands &middot; {info['share_above']:.1%} of the cycle's mel magnitude lies above it"
+            f"<b>{info['label']}</b> &middot; a cut-off at <span data-metric='cutoff'>{cutoff.value:.0f}</span> "
+            f"Hz keeps <span data-metric='kept'>{info['kept']}</span> of {info['bands']} bands &middot; "
+            f"{info['share_above']:.1%} of the cycle's mel magnitude lies above it"
         )
         output.refresh()
 
@@ -121,6 +124,7 @@ def breath_explorer(
     cutoff.observe(refresh, names="value")
     refresh()
     box = w.VBox([w.HBox([recording, cycles]), cutoff, summary, output])
+    box.add_class(EXPLORER_CLASS)
     box.controls = {"recording": recording, "cycle": cycles, "cutoff": cutoff}  # type: ignore[attr-defined]
     box.summary, box.output, box.state = summary, output, state  # type: ignore[attr-defined]
     return box

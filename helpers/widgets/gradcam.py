@@ -21,6 +21,7 @@ from helpers.plots import draw_boxes, show_overlay
 
 METHODS = ("Grad-CAM", "Guided backprop", "Guided Grad-CAM")
 TARGETS = (("pneumonia (target=1)", 1), ("normal (target=0)", 0))
+EXPLORER_CLASS = "xai-gradcam-explorer"  # on the returned box, for browser tests
 
 
 def explain(
@@ -190,6 +191,7 @@ def gradcam_explorer(
     for control in controls.values():
         control.observe(lambda change: output.refresh(), names="value")
     box = w.VBox([w.HBox([image_dd, layer_dd]), method_tb, target_tb, alpha_sl, info, output])
+    box.add_class(EXPLORER_CLASS)
     box.controls, box.info, box.output, box.state = controls, info, output, state
     output.refresh()
     return box

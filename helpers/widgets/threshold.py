@@ -20,6 +20,7 @@ from helpers import metrics
 from helpers.widgets import figure_output
 
 READOUT_CLASS = "xai-threshold-readout"
+EXPLORER_CLASS = "xai-threshold-explorer"  # on the returned box, for browser tests
 READOUT_METRICS = ("sensitivity", "specificity", "precision", "npv", "accuracy")
 _NAMES = {"precision": "PPV", "npv": "NPV"}
 
@@ -82,6 +83,7 @@ def threshold_explorer(
     readout = w.HTML()
     readout.add_class(READOUT_CLASS)
     box = w.VBox()
+    box.add_class(EXPLORER_CLASS)
 
     def current() -> dict[str, float]:
         with warnings.catch_warnings():  # an empty row or column is shown as 'undefined' in the read-out
