@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import colab, config
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_setup.ipynb"
 
@@ -29,10 +31,53 @@ def setup_cell_source(path: Path = NOTEBOOK) -> str:
     return "".join(nb["cells"][1]["source"])
 
 
-def test_every_notebook_has_the_same_setup_cell():
-    cells = {p.name: setup_cell_source(p) for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
-    reference = cells["00_setup.ipynb"]
-    assert all(src == reference for src in cells.values()), [n for n, s in cells.items() if s != reference]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_every_notebook_has_the_setup_cell_and_badge_generated_from_repo_url():
+    cells = {p.name: setup_cell_source(p) for p in NOTEBOOKS}
+    expected = colab.setup_cell_source()
+    assert f'"git+{config.REPO_URL}@{config.REPO_BRANCH}"' in expected
+    assert [n for n, s in cells.items() if s != expected] == [], "run: python -m helpers.colab"
+    for path in NOTEBOOKS:
+        header = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        assert colab.badge_markdown(path.name) in header, path.name
+    assert not [p for p in NOTEBOOKS if colab.sync_notebook(p, write=False)]
+
+
+def test_moving_the_repository_rewrites_badge_and_setup_cell_only(tmp_path):
+    path = tmp_path / "03_evaluation.ipynb"
+    shutil.copy2(ROOT / "notebooks" / path.name, path)
+    before = json.loads(path.read_text())
+    new_url = "https://github.com/some-school/lung-xai"
+    assert colab.sync_notebook(path, new_url, "teaching") is True
+    after = json.loads(path.read_text())
+    header, setup = "".join(after["cells"][0]["source"]), "".join(after["cells"][1]["source"])
+    assert (
+        "https://colab.research.google.com/github/some-school/lung-xai/blob/teaching/notebooks/03_evaluation.ipynb"
+        in header
+    )
+    assert "xai-lung-course/xai-lung-course" not in header + setup
+    assert '"git+https://github.com/some-school/lung-xai@teaching"' in setup
+    assert after["cells"][2:] == before["cells"][2:], "nothing else changes"
+    assert colab.sync_notebook(path, new_url, "teaching") is False, "a second run changes nothing"
+    assert not list(tmp_path.glob(".*.tmp")), "no half-written file is left"
+
+
+def test_sync_refuses_a_notebook_without_badge_or_setup_cell(tmp_path):
+    path = tmp_path / "99_other.ipynb"
+    nb = json.loads((ROOT / "notebooks" / "00_setup.ipynb").read_text())
+    nb["cells"][0]["source"] = ["# A notebook without a badge\n"]
+    path.write_text(json.dumps(nb))
+    with pytest.raises(ValueError, match=r"99_other\.ipynb: the first cell has no 'Open In Colab' badge"):
+        colab.sync_notebook(path)
+    with pytest.raises(ValueError, match="github.com/<owner>/<repo>"):
+        colab.badge_url("00_setup.ipynb", "https://gitlab.com/x/y")
+
+
+def test_colab_command_checks_and_reports(capsys):
+    assert colab.main(["--check"]) == 0
+    assert f"0 of {len(NOTEBOOKS)} notebooks out of date" in capsys.readouterr().out
 
 
 def test_setup_cell_does_nothing_outside_colab():
