@@ -45,11 +45,14 @@ def _rsna_items(rsna_dir: Path, progress: bool):
     return items
 
 
-def rsna_store(settings: Settings | None = None, *, progress: bool = True) -> PreparedStore:
+def rsna_store(
+    settings: Settings | None = None, *, progress: bool = True, workers: int | None = None
+) -> PreparedStore:
     """The RSNA(-format) images of this mode as a finished store (built once, then reused).
 
     Patient-level split, stratified by label: 70 % train, 15 % validation (checkpoint choice), 15 % test
-    (evaluation only). Images resized to ``settings.sizes.image_size``. Taught in notebook 01.
+    (evaluation only). Images resized to ``settings.sizes.image_size``; ``workers``: processes for the
+    first build (None: by CPU count, see :func:`helpers.store.build_store`). Taught in notebook 01.
     """
     settings = settings or get_settings()
     dest = store_path(settings, "rsna")
@@ -58,7 +61,7 @@ def rsna_store(settings: Settings | None = None, *, progress: bool = True) -> Pr
     except ValueError:
         pass
     items = _rsna_items(datasets.rsna_dir(settings), progress)
-    build_store(items, dest, size=settings.sizes.image_size, progress=progress)
+    build_store(items, dest, size=settings.sizes.image_size, workers=workers, progress=progress)
     return load_store(dest)
 
 
