@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from helpers import audio, icbhi
 from helpers.cam import grad_cam
+from helpers.config import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def build_patch_dataset(
         (str(wav), str(txt), sr, float(fmax), n_mels, min_overlap)
         for wav, txt in table[["wav", "txt"]].values
     ]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    workers = max(1, min(workers or usable_cpus(), len(jobs)))
     # librosa imports for seconds on its first filter bank: do it once here, so forked workers inherit it
     audio.mel_filter_bank(sr, audio.N_FFT, n_mels, audio.FMIN, float(fmax))
     with contextlib.ExitStack() as stack:

@@ -162,9 +162,31 @@ def set_cpu_threads(settings: Settings | None = None) -> int:
     elif settings.smoke:
         n = 1
     else:
-        n = max(1, os.cpu_count() or 1)
+        n = usable_cpus()
     torch.set_num_threads(n)
     return n
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2 CPU quota: "<quota> <period>" or "max <period>"
+
+
+def usable_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """How many CPU cores this process may really use: ``os.cpu_count()`` capped by the CPU affinity mask
+    and by a container's CPU quota (cgroup v2), rounded down, at least 1.
+
+    ``os.cpu_count()`` alone reports the host's cores inside Docker, JupyterHub or Binder (e.g. 64 on a pod
+    limited to 2 vCPUs); starting a process per reported core then makes everything slower.
+    """
+    count = os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        count = min(count, len(os.sched_getaffinity(0)) or count)
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here (or unreadable): nothing to cap
+    return max(1, count)
 
 
 def is_colab() -> bool:

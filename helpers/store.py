@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers.config import display_path
+from helpers.config import display_path, usable_cpus
 from helpers.preprocess import _read_resized, running_mean_std, split_patients
 
 SPLITS = ("train", "val", "test")
@@ -198,7 +198,7 @@ def _fill(
     todo = np.flatnonzero(~done)
     jobs = [(int(i), items.at[i, "path"], size) for i in todo]
     if workers is None:
-        workers = min(os.cpu_count() or 1, len(jobs) // MIN_IMAGES_PER_WORKER)
+        workers = min(usable_cpus(), len(jobs) // MIN_IMAGES_PER_WORKER)
     workers = max(1, min(workers, len(jobs)))
     # spawn, not fork: forking a notebook kernel's threads (zmq, torch) can deadlock the children
     pool = get_context("spawn").Pool(workers) if workers > 1 else None

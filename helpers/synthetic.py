@@ -32,6 +32,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 from tqdm.auto import tqdm
 
+from helpers.config import usable_cpus
 from helpers.datasets import real_rsna_tables
 from helpers.synthetic_xray import LUNG_CENTRE_V, LUNG_CENTRES_U, Pose, draw_radiograph, random_pose
 
@@ -102,7 +103,7 @@ def run_tasks(
     beside torch threads in a notebook; a script needs a ``__main__`` guard).
     """
     if workers is None:
-        workers = min(os.cpu_count() or 1, int(len(tasks) * seconds_each / 3.0))
+        workers = min(usable_cpus(), int(len(tasks) * seconds_each / 3.0))
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         for task in tqdm(tasks, desc=desc):

@@ -112,3 +112,20 @@ def test_package_versions_reports_missing():
     v = config.package_versions(("torch", "no-such-package-xyz"))
     assert v["torch"].startswith(torch.__version__.split("+")[0])
     assert v["no-such-package-xyz"] == "missing"
+
+
+def test_usable_cpus_respects_affinity_and_a_container_quota(monkeypatch, tmp_path):
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 64)  # what a 2-vCPU pod on a big host reports
+    if hasattr(config.os, "sched_getaffinity"):
+        monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(64)))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("200000 100000\n")  # 2 CPUs' worth of time per period
+    assert config.usable_cpus(quota) == 2
+    quota.write_text("50000 100000\n")  # half a CPU still gets one process
+    assert config.usable_cpus(quota) == 1
+    quota.write_text("max 100000\n")  # no quota
+    assert config.usable_cpus(quota) == 64
+    assert config.usable_cpus(tmp_path / "missing") == 64
+    if hasattr(config.os, "sched_getaffinity"):
+        monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2})  # taskset -c 0-2
+        assert config.usable_cpus(tmp_path / "missing") == 3
