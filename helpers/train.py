@@ -365,6 +365,13 @@ def fit(
                 {"train_loss": f"{train_loss:.4f}", "val_loss": f"{val_loss:.4f}", monitor: f"{score:.4f}"}
             )
             bar.close()
+    except torch.cuda.OutOfMemoryError as error:  # the most common failure on a shared or free GPU
+        raise torch.cuda.OutOfMemoryError(
+            f"{error}\n\nThe GPU ran out of memory while training with batch_size={batch_size}. Free the memory "
+            "held by earlier runs (Colab: Runtime > Restart session), or train with a smaller batch_size "
+            "(notebook 02: cfg['batch_size'] = 128 before calling fit). Finished epochs are saved when a "
+            "checkpoint_path is given, and resume=True continues from them."
+        ) from error
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
 

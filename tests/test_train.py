@@ -404,3 +404,32 @@ def test_augment_options_override_the_augmentation_and_are_part_of_the_resumable
         )
     with pytest.raises(ValueError, match="needs a GpuAugment"):
         _fit(_tiny_model(), data, augment=None, augment_options={"padding_mode": "border"})
+
+
+def test_out_of_gpu_memory_says_what_to_do_and_keeps_the_finished_epochs(tmp_path, monkeypatch):
+    from helpers import train as train_module
+
+    original, steps = train_module.train_step, []
+
+    def step_then_oom(*args, **kwargs):
+        steps.append(1)
+        if len(steps) > 3:  # the second epoch (3 steps each) runs out of memory
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_oom)
+    path = tmp_path / "model.pt"
+    with pytest.raises(
+        torch.cuda.OutOfMemoryError, match=r"(?s)Tried to allocate.*batch_size=8.*Restart session"
+    ):
+        _fit(_tiny_model(), _binary_data(), checkpoint_path=path, epochs=3)
+    resumed_steps = []
+
+    def counting(*args, **kwargs):
+        resumed_steps.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", counting)
+    history = _fit(_tiny_model(), _binary_data(), checkpoint_path=path, epochs=3, resume=True)
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert len(resumed_steps) == 6, "epoch 1 was kept: the resumed run trained only epochs 2 and 3"
