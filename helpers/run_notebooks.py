@@ -6,7 +6,7 @@
 
 Executed notebooks (``.ipynb`` with outputs, and ``.html``) go to ``build/<mode>/`` (git-ignored), with
 ``timings.csv``: how long each notebook took. The source notebooks are not modified. Instructors use the
-timings to plan a workshop (see the README's instructor guide).
+timings to plan a workshop (see ``docs/INSTRUCTOR_GUIDE.md``).
 
 For maintainers: ``--store-checked-outputs`` (smoke mode only) writes back into the source notebooks the text
 outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` and strips every other output. nbval compares a checked
