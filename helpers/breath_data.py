@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
 from helpers import audio, icbhi
 from helpers.cam import grad_cam
 from helpers.config import usable_cpus
+from helpers.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def build_patch_dataset(
             pool = stack.enter_context(multiprocessing.Pool(workers, initializer=_limit_torch_threads))
             mapped = pool.imap(_recording_patches, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
         results = list(
-            tqdm(mapped, total=len(jobs), desc="log-mel patches", unit="rec", disable=not progress)
+            progress_bar(mapped, total=len(jobs), desc="log-mel patches", unit="rec", enabled=progress)
         )
     cut, starts, labels, reasons = zip(*results, strict=True)
     skipped = tuple(reason for reason in reasons if reason)

@@ -25,7 +25,8 @@ import torch
 import torchvision.transforms.functional as TF
 from scipy.integrate import trapezoid
 from torch import nn
-from tqdm.auto import tqdm
+
+from helpers.progress import progress_bar
 
 MODES = ("deletion", "insertion")
 BASELINES = ("mean", "blur", "zero")
@@ -153,7 +154,7 @@ def perturbation_curves(
     pairs = torch.cartesian_prod(torch.arange(n_images), torch.arange(steps + 1)).to(x.device)
     scores = torch.empty(len(pairs), dtype=torch.float64)
     with torch.no_grad():
-        for start in tqdm(range(0, len(pairs), batch_size), disable=not progress, desc=mode):
+        for start in progress_bar(range(0, len(pairs), batch_size), enabled=progress, desc=mode):
             img, step = pairs[start : start + batch_size].unbind(1)
             prefix = (ranks[img] < counts[step, None]).reshape(-1, 1, height, width)
             perturbed = torch.where(prefix, first[img], second[img])

@@ -30,7 +30,8 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from tqdm.auto import tqdm
+
+from helpers.progress import progress_bar
 
 if TYPE_CHECKING:
     import torch
@@ -80,9 +81,8 @@ def predict(
         model.to(device).eval()
         batches = data.batches(batch_size)
         total = math.ceil(len(data) / batch_size)
-        quiet = {} if progress else {"disable": True}  # progress=True still obeys $TQDM_DISABLE
         with torch.no_grad():
-            for raw, _ in tqdm(batches, total=total, desc="predict", leave=False, **quiet):
+            for raw, _ in progress_bar(batches, total=total, desc="predict", leave=False, enabled=progress):
                 logits = model(prepare_batch(raw, data.scale, mean, std))
                 if logits.ndim == 1 or (logits.ndim == 2 and logits.shape[1] == 1):
                     chunks.append(torch.sigmoid(logits.float().reshape(-1)).cpu())

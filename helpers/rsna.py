@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from helpers.dicom import read_metadata
+from helpers.progress import progress_bar
 
 LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 BOX_COLUMNS = ("x", "y", "width", "height")
@@ -155,7 +155,7 @@ def rsna_items(rsna_dir: str | Path, progress: bool = True) -> pd.DataFrame:
     items = labels.rename(columns={"Target": "label"}).assign(path=[str(p) for p in paths])
     if (root / CLASS_INFO_FILE).is_file():
         items = items.merge(load_class_info(root / CLASS_INFO_FILE), on="patientId", how="left")
-    meta = [read_metadata(p) for p in tqdm(paths, desc="DICOM headers", disable=not progress)]
+    meta = [read_metadata(p) for p in progress_bar(paths, desc="DICOM headers", enabled=progress)]
     items["age"] = [m["age"] for m in meta]
     items["sex"] = [m["sex"] for m in meta]
     items["view_position"] = [m["view_position"] for m in meta]

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 from torch import nn
-from tqdm.auto import tqdm
+
+from helpers.progress import progress_bar
 
 Explainer = Callable[[nn.Module, torch.Tensor], Any]
 RESNET_ORDER: tuple[str | tuple[str, ...], ...] = (
@@ -125,7 +126,7 @@ def randomisation_maps(
 
     results = {"original": run("original")}
     for k, (group, mods) in enumerate(
-        tqdm(list(zip(groups, modules, strict=True)), disable=not progress), start=1
+        progress_bar(list(zip(groups, modules, strict=True)), enabled=progress), start=1
     ):
         for j, module in enumerate(mods):
             reinitialise(module, seed + k * 1000 + j)

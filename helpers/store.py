@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from helpers.config import display_path, usable_cpus
 from helpers.preprocess import _read_resized, running_mean_std, split_patients
+from helpers.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 STORE_FILES = ("images.npy", "index.csv", "stats.json")
@@ -202,7 +202,9 @@ def _fill(
     workers = max(1, min(workers, len(jobs)))
     # spawn, not fork: forking a notebook kernel's threads (zmq, torch) can deadlock the children
     pool = get_context("spawn").Pool(workers) if workers > 1 else None
-    bar = tqdm(total=n, initial=n - len(todo), desc=f"preprocess {size}px", unit="img", disable=not progress)
+    bar = progress_bar(
+        total=n, initial=n - len(todo), desc=f"preprocess {size}px", unit="img", enabled=progress
+    )
     pending = 0
     try:
         chunk = max(1, min(32, len(jobs) // (workers * 4)))
@@ -314,7 +316,9 @@ def build_store(
         shutil.rmtree(dest)  # an unfinished store (checked above): replaced by the finished one
     os.replace(partial, dest)
     if progress or stats["n_failed"]:
-        print(f"{display_path(dest)}: {stats['n']} images at {size}x{size}, {stats['n_ok']} ok, {stats['n_failed']} failed")
+        print(
+            f"{display_path(dest)}: {stats['n']} images at {size}x{size}, {stats['n_ok']} ok, {stats['n_failed']} failed"
+        )
         for failure in stats["failed"][:10]:
             print(f"  failed: {failure['reason']}")
     return dest

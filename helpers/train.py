@@ -32,7 +32,6 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.checkpoints import (
     load_checkpoint,
@@ -44,6 +43,7 @@ from helpers.checkpoints import (
 from helpers.config import pick_device
 from helpers.device_data import DeviceData, logits_for, predict_logits, prepare_batch
 from helpers.metrics import predict as predict_proba  # the one prediction function, re-exported
+from helpers.progress import progress_bar
 
 __all__ = [
     "DeviceData",
@@ -316,8 +316,9 @@ def fit(
     try:
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
-            quiet = {} if progress else {"disable": True}  # progress=True still obeys $TQDM_DISABLE
-            bar = tqdm(total=max(1, train.n // batch_size), desc=f"epoch {epoch + 1}/{epochs}", **quiet)
+            bar = progress_bar(
+                total=max(1, train.n // batch_size), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress
+            )
             model.train()
             order = torch.randperm(train.n, generator=rngs["order"], device=train.index_device)
             loss_sum, seen = torch.zeros((), device=device), 0
