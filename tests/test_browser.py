@@ -35,31 +35,24 @@ from jupyterlab_browser import (
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SCREENSHOTS = REPO / "build" / "browser"
-REQUIRE_ENV = "XAI_COURSE_CI"  # set by .ci/run: there, the browser test must run
 RUN_TIMEOUT_S = 900.0  # a whole notebook; smoke mode takes well under a minute once the caches exist
 CHANGE_TIMEOUT_MS = 60_000  # one widget round trip (kernel recomputes and redraws)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{reason} ({REQUIRE_ENV} is set: the browser test must run here)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def chromium() -> str:
+def chromium(unavailable) -> str:
     path = find_chromium()
     if path is None:
-        _unavailable("no Chromium found: install Debian's `chromium` package or set XAI_CHROMIUM")
+        unavailable("no Chromium found: install Debian's `chromium` package or set XAI_CHROMIUM")
     return path
 
 
 @pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[object]:
+def browser(chromium: str, unavailable) -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("Playwright for Python is not installed (pip install -e '.[test]')")
+        unavailable("Playwright for Python is not installed (pip install -e '.[test]')")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         try:
