@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Get the course data: the real data sets (RSNA, Kermany, ICBHI) or the built-in synthetic ones.
 
-A thin command line over ``helpers/download.py``; run ``python data_download.py --help``.
+A thin command line over ``helpers/data/download.py``; run ``python data_download.py --help``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from helpers import download
 from helpers.config import Settings, get_settings
+from helpers.data import archives, download, http_download, kaggle
 
 EPILOG = f"""\
 data sets:
   rsna       RSNA Pneumonia Detection Challenge, Kaggle competition {download.KAGGLE_SOURCES["rsna"][1]}
              (~3.7 GB zipped; 26,684 training DICOMs). Needs Kaggle credentials AND the competition rules
-             accepted with the same account: {download.RSNA_RULES_URL}
+             accepted with the same account: {kaggle.RSNA_RULES_URL}
              Uses kagglehub if installed (Colab has it), else the `kaggle` command.
   kermany    Kermany et al. 2018 pediatric chest X-rays (~1.2 GB, 5,856 JPEGs): Kaggle dataset
              {download.KAGGLE_SOURCES["kermany"][1]} via kagglehub, else Mendeley Data
@@ -46,7 +46,7 @@ where files go:
   DIR/rsna, DIR/kermany, DIR/icbhi in the layouts the notebooks expect. Downloads stream into
   DIR/downloads/<file>.part and resume after an interruption (run the same command again); they are
   renamed only when complete and verified, extracted into a hidden temporary folder and moved into place
-  when everything worked. A finished folder holds a {download.MARKER} marker; a second run does nothing.
+  when everything worked. A finished folder holds a {archives.MARKER} marker; a second run does nothing.
 
 workshops (flaky Wi-Fi):
   One person downloads once with --keep-archive and copies DIR/downloads/*.zip to a USB stick (for a
@@ -103,20 +103,20 @@ def _check(names: list[str], settings: Settings, explicit: bool) -> int:
                 continue
             items = download.check_dataset(kind, root, synthetic=name == "synthetic")
             marker = (
-                "" if download.is_complete(root) or name == "synthetic" else f" (no {download.MARKER} marker)"
+                "" if archives.is_complete(root) or name == "synthetic" else f" (no {archives.MARKER} marker)"
             )
             print(f"{label}: {root}{marker}")
             for item in items:
                 print(f"  {item}")
             failed += [label] if not all(item.ok for item in items) else []
     if failed:
-        raise download.DownloadError(f"check failed for {', '.join(failed)}")
+        raise http_download.DownloadError(f"check failed for {', '.join(failed)}")
     return 0
 
 
 def _synthetic(settings: Settings) -> None:
-    """Generate the built-in sets through helpers.datasets (the one place that knows their sizes)."""
-    from helpers import datasets
+    """Generate the built-in sets through helpers.data.datasets (the one place that knows their sizes)."""
+    from helpers.data import datasets
 
     for name, make in (
         ("rsna", datasets.rsna_dir),
@@ -128,7 +128,7 @@ def _synthetic(settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Do what the parsed arguments ask; raises :class:`helpers.download.DownloadError` on failure."""
+    """Do what the parsed arguments ask; raises :class:`helpers.data.download.DownloadError` on failure."""
     settings = get_settings()
     if args.dest:
         settings = replace(settings, data_dir=args.dest.expanduser().resolve())
@@ -139,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(names or list(download.DATASETS), settings, explicit=bool(names))
     if not names:
-        raise download.DownloadError(f"name a data set: {', '.join(download.DATASETS)} or all (see --help)")
+        raise http_download.DownloadError(f"name a data set: {', '.join(download.DATASETS)} or all (see --help)")
     if (args.archive or args.url) and (len(names) != 1 or names == ["synthetic"]):
-        raise download.DownloadError("--archive and --url work with exactly one real data set")
+        raise http_download.DownloadError("--archive and --url work with exactly one real data set")
     for name in names:
         if name == "synthetic":
             _synthetic(settings)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except download.DownloadError as exc:
+    except http_download.DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

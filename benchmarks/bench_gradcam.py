@@ -1,8 +1,8 @@
-"""Benchmark: batched Grad-CAM with helpers.cam against Captum and pytorch-grad-cam.
+"""Benchmark: batched Grad-CAM with helpers.explain.cam against Captum and pytorch-grad-cam.
 
 Each method explains the same batch (a ResNet18 with a 1-channel conv1 and a 1-logit fc, random weights,
 eval mode, map from ``layer4``, upsampled to the input size and min-max scaled) and is timed against the
-floor: one forward pass of the batch without gradients. Target: ``helpers.cam.grad_cam`` within 1.2x of
+floor: one forward pass of the batch without gradients. Target: ``helpers.explain.cam.grad_cam`` within 1.2x of
 the forward pass and no slower than either library.
 
     python benchmarks/bench_gradcam.py                     # 8 images of 224 x 224 on the CPU
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from helpers.cam import grad_cam, min_max_normalize
+from helpers.explain.cam import grad_cam, min_max_normalize
 
 
 def xray_resnet18() -> torch.nn.Module:
@@ -87,7 +87,7 @@ def main() -> None:
 
     methods = {
         "forward (no grad), the floor": forward,
-        "helpers.cam.grad_cam": lambda: grad_cam(model, x, "layer4"),
+        "helpers.explain.cam.grad_cam": lambda: grad_cam(model, x, "layer4"),
         "captum LayerGradCam": lambda: captum_grad_cam(model, x),
         "pytorch-grad-cam GradCAM": lambda: pytorch_grad_cam(model, x),
     }
@@ -99,10 +99,10 @@ def main() -> None:
     floor = timings["forward (no grad), the floor"]
     for name, t in timings.items():
         print(f"{name:32s} {1000 * t:9.1f} ms  {t / floor:5.2f}x forward")
-    ours = timings["helpers.cam.grad_cam"]
+    ours = timings["helpers.explain.cam.grad_cam"]
     fastest_library = min(timings["captum LayerGradCam"], timings["pytorch-grad-cam GradCAM"])
     print(
-        f"helpers.cam.grad_cam: {ours / floor:.2f}x forward (target <= 1.2x), "
+        f"helpers.explain.cam.grad_cam: {ours / floor:.2f}x forward (target <= 1.2x), "
         f"{fastest_library / ours:.2f}x faster than the faster library"
     )
 

@@ -1,12 +1,12 @@
-"""Log-mel front-end throughput on an ICBHI-like workload: librosa baseline vs helpers.audio.
+"""Log-mel front-end throughput on an ICBHI-like workload: librosa baseline vs helpers.breath.audio.
 
 Writes synthetic 16-bit WAVs of ``--seconds-per-file`` seconds at a mix of rates (default 80 % 44.1 kHz,
 20 % 4 kHz, like the real set's devices) into a temporary folder, then times, in seconds of audio per second:
 
 - the front end alone on in-memory 16 kHz signals: ``librosa.feature.melspectrogram`` (same parameters,
-  then log) vs ``helpers.audio.log_mel``;
+  then log) vs ``helpers.breath.audio.log_mel``;
 - the whole pipeline per file (read + resample to 16 kHz + log-mel): ``librosa.load`` + melspectrogram vs
-  ``helpers.audio.load_audio`` + ``log_mel``, in one process (one torch thread) and over a process pool
+  ``helpers.breath.audio.load_audio`` + ``log_mel``, in one process (one torch thread) and over a process pool
   (one worker per core, one torch thread each, pool start included).
 
 It prints the ratios and the projected time for the real ICBHI's 5.5 h (target: <= 30 s on 2 cores). At most
@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from helpers import audio
+from helpers.breath import audio
 
 ICBHI_SECONDS = 5.5 * 3600
 TARGET_SECONDS = 30.0
@@ -133,7 +133,7 @@ def main() -> None:
         front = {}
         for name, fn in (
             ("librosa melspectrogram", librosa_log_mel),
-            ("helpers.audio.log_mel", audio.log_mel),
+            ("helpers.breath.audio.log_mel", audio.log_mel),
         ):
             start = time.perf_counter()
             for _ in range(repeats):
@@ -150,7 +150,7 @@ def main() -> None:
     for name, speed in front.items():
         print(f"  {name:<26} {speed:>9.0f}")
     print(
-        f"  ratio helpers / librosa     {front['helpers.audio.log_mel'] / front['librosa melspectrogram']:>8.2f}x"
+        f"  ratio helpers / librosa     {front['helpers.breath.audio.log_mel'] / front['librosa melspectrogram']:>8.2f}x"
     )
     print("\nread + resample + log-mel per file, s of audio per s, and projected time for ICBHI's 5.5 h:")
     for (name, workers), speed in rows.items():

@@ -1,6 +1,6 @@
 """Preprocessing throughput: full-size JPEG Baseline DICOMs -> uint8 224 x 224, in files per second.
 
-Writes ``--n`` RSNA-like 1024 x 1024 JPEG Baseline DICOM files (``helpers.synthetic.make_rsna_like`` when it
+Writes ``--n`` RSNA-like 1024 x 1024 JPEG Baseline DICOM files (``helpers.data.synthetic.make_rsna_like`` when it
 is there, else a simple drawing here) or takes the ``.dcm`` files of ``--dir``, then times, after one
 warm-up pass (files in the page cache, as in a second run):
 
@@ -34,8 +34,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
-from helpers import preprocess, store
-from helpers.dicom import read_xray
+from helpers.xray import preprocess, store
+from helpers.xray.dicom import read_xray
 
 TARGET_RATIO_2_CORES = 1.8
 
@@ -75,13 +75,13 @@ def write_simple_rsna_like(folder: Path, n: int, image_size: int, seed: int) -> 
 
 def make_files(tmp: Path, n: int, image_size: int, seed: int) -> tuple[list[Path], str]:
     try:
-        from helpers.synthetic import make_rsna_like
+        from helpers.data.synthetic import make_rsna_like
     except ImportError:
         return write_simple_rsna_like(
             tmp / "dicom", n, image_size, seed
-        ), "simple drawing (no helpers.synthetic)"
+        ), "simple drawing (no helpers.data.synthetic)"
     make_rsna_like(tmp / "rsna", n, image_size=image_size, seed=seed)
-    return sorted((tmp / "rsna" / "stage_2_train_images").glob("*.dcm")), "helpers.synthetic.make_rsna_like"
+    return sorted((tmp / "rsna" / "stage_2_train_images").glob("*.dcm")), "helpers.data.synthetic.make_rsna_like"
 
 
 def naive_load(path: Path, size: int) -> np.ndarray:

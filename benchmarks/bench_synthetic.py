@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from helpers.synthetic import make_icbhi_like, make_rsna_like, rsna_dicom
-from helpers.synthetic_xray import draw_radiograph
+from helpers.data.synthetic import make_icbhi_like, make_rsna_like, rsna_dicom
+from helpers.data.synthetic_xray import draw_radiograph
 
 
 def baseline_seconds(n: int, size: int, folder: Path) -> float:

@@ -1,12 +1,12 @@
 """Benchmark: training ResNet18 the paper's way against the course's fast path, and the ceiling.
 
-The same model (``helpers.models.resnet18_xray``) is trained for ``--steps`` steps of ``--batch`` images
+The same model (``helpers.training.models.resnet18_xray``) is trained for ``--steps`` steps of ``--batch`` images
 of ``--size`` x ``--size`` pixels, three ways:
 
 - paper: one ``.npy`` file per image in a folder (float16, as the paper's preprocessing saves them),
   a ``torch.utils.data.DataLoader`` with ``--workers`` worker processes, the paper's CPU torchvision
   transforms (Normalize, RandomAffine, RandomResizedCrop), fp32.
-- fast: ``helpers.train.fit`` with the uint8 images held on the device, ``GpuAugment``, mixed precision
+- fast: ``helpers.training.loop.fit`` with the uint8 images held on the device, ``GpuAugment``, mixed precision
   (``--amp``), channels_last on CUDA (and ``torch.compile`` with ``--compile``). One warm-up epoch, then
   the throughput of the second epoch's training part, as ``fit`` reports it.
 - ceiling: forward + backward + Adam on random tensors already on the device (same precision and memory
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from helpers.augment import GpuAugment
+from helpers.xray.augment import GpuAugment
 from helpers.config import pick_device
-from helpers.models import resnet18_xray
-from helpers.train import fit, resolve_amp, train_step
+from helpers.training.models import resnet18_xray
+from helpers.training.loop import fit, resolve_amp, train_step
 
 MEAN, STD = 0.49, 0.248  # the paper's dataset statistics (seed 002)
 
@@ -117,7 +117,7 @@ def run_paper(images: np.ndarray, labels: np.ndarray, args, device: torch.device
 
 
 def run_fast(images: np.ndarray, labels: np.ndarray, args, device: torch.device) -> float:
-    """Images/s of ``helpers.train.fit`` in its second epoch of ``args.steps`` steps."""
+    """Images/s of ``helpers.training.loop.fit`` in its second epoch of ``args.steps`` steps."""
     torch.manual_seed(0)
     n = args.steps * args.batch
     history = fit(
@@ -207,7 +207,7 @@ def main() -> None:
         runs.insert(0, ("paper", lambda: run_paper(images, labels, args, device)))
     labels_text = {
         "paper": f"per-file .npy + DataLoader({args.workers} workers) + CPU transforms, fp32",
-        "fast": "helpers.train.fit: data on device + GpuAugment"
+        "fast": "helpers.training.loop.fit: data on device + GpuAugment"
         + (f" + AMP {amp_dtype}" if amp_dtype else " (no AMP)")
         + (" + channels_last" if device.type == "cuda" else "")
         + (" + compile" if args.compile else ""),

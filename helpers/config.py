@@ -19,9 +19,11 @@ Nothing is cached between calls: :func:`get_settings` reads the environment each
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +193,6 @@ def usable_cpus(cgroup_cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 def is_colab() -> bool:
     """True inside Google Colab (the ``google.colab`` module can be imported)."""
-    import importlib.util
 
     try:
         return importlib.util.find_spec("google.colab") is not None
@@ -236,7 +237,6 @@ def package_versions(
     ),
 ) -> dict[str, str]:
     """Installed versions of the packages the course uses (``"missing"`` for any that is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {}
     for name in names:

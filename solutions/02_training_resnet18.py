@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from helpers import models
+from helpers.training import models
 
 
 def layer4_cells(image_size):

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from helpers import metrics
+from helpers.evaluate import metrics
 
 
 def ppv_at_prevalence(sensitivity, specificity, prevalence):

@@ -1,14 +1,20 @@
 """Solutions to the exercises of notebooks/05_gradcam_guided_backprop.ipynb (each function returns the answer)."""
 
+import math
+
 import numpy as np
 import pandas as pd
 
-from helpers import faithfulness, localisation
+from helpers.explain import faithfulness, localisation
 
 
 def layer4_cells(image_size):
-    # conv1, the max-pool and the first convolution of layer2, layer3 and layer4 each halve the side: 2**5 = 32
-    return image_size // 32  # 224 -> 7 (a 64-pixel smoke image gives 2)
+    # conv1, the max-pool and the first convolution of layer2, layer3 and layer4 each halve the side, rounding
+    # UP (padding keeps the edge pixels): n -> ceil(n / 2), five times, which is ceil(image_size / 32)
+    side = image_size
+    for _ in range(5):
+        side = math.ceil(side / 2)
+    return side  # 224 -> 7, 160 -> 5, 100 -> 4 (not 100 // 32 = 3)
 
 
 def box_area_baseline(boxes_list, height, width):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from helpers import audio
+from helpers.breath import audio
 
 
 def n_patches(duration):

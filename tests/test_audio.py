@@ -1,4 +1,4 @@
-"""helpers.audio: reading WAV files of every kind, rejecting bad ones, the paper's log-mel and patches."""
+"""helpers.breath.audio: reading WAV files of every kind, rejecting bad ones, the paper's log-mel and patches."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import audio
-from helpers.audio import AudioError
+from helpers.breath import audio
+from helpers.breath.audio import AudioError
 
 
 def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:

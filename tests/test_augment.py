@@ -1,4 +1,4 @@
-"""Tests of helpers.augment.GpuAugment: per-image transforms, reproducibility, geometry only."""
+"""Tests of helpers.xray.augment.GpuAugment: per-image transforms, reproducibility, geometry only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from helpers.augment import AffineParams, GpuAugment, affine_theta
+from helpers.xray.augment import AffineParams, GpuAugment, affine_theta
 
 
 def _params(angle=0.0, shift_x=0.0, shift_y=0.0, scale=1.0, flip=0.0) -> AffineParams:

@@ -1,4 +1,4 @@
-"""Tests of helpers.bootstrap: intervals against known cases, patient resampling, determinism, tables."""
+"""Tests of helpers.evaluate.bootstrap: intervals against known cases, patient resampling, determinism, tables."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from helpers import bootstrap as B
-from helpers import metrics as M
+from helpers.evaluate import bootstrap as B
+from helpers.evaluate import metrics as M
 
 # The worked example of tests/test_metrics.py. Positives: 0.9, 0.4, 0.8. Negatives: 0.1, 0.6, 0.3, 0.95, 0.2.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])

@@ -1,4 +1,4 @@
-"""Tests for helpers.cam: shapes, known answers (CAM <-> logit, CAM <-> Grad-CAM, a manual block), targets,
+"""Tests for helpers.explain.cam: shapes, known answers (CAM <-> logit, CAM <-> Grad-CAM, a manual block), targets,
 layer names, and that the model, its parameters and the input are left exactly as they were."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from helpers.cam import (
+from helpers.explain.cam import (
     class_activation_map,
     grad_cam,
     guided_backprop,

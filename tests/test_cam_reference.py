@@ -1,4 +1,4 @@
-"""helpers.cam against two independent implementations: Captum and pytorch-grad-cam (test-only dependencies).
+"""helpers.explain.cam against two independent implementations: Captum and pytorch-grad-cam (test-only dependencies).
 
 Conventions made equal: Captum's LayerGradCam with ``relu_attributions=True``, then bilinear upsampling
 (``align_corners=False``) and per-image min-max; pytorch-grad-cam's GradCAM scales each map to [0, 1] at
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from helpers.cam import grad_cam, guided_backprop, guided_grad_cam, min_max_normalize, resolve_layer
+from helpers.explain.cam import grad_cam, guided_backprop, guided_grad_cam, min_max_normalize, resolve_layer
 
 captum_attr = pytest.importorskip("captum.attr")
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")

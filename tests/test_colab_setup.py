@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import colab, config
+from helpers.course import colab
+from helpers import config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_setup.ipynb"
@@ -38,7 +39,7 @@ def test_every_notebook_has_the_setup_cell_and_badge_generated_from_repo_url():
     cells = {p.name: setup_cell_source(p) for p in NOTEBOOKS}
     expected = colab.setup_cell_source()
     assert f'"git+{config.REPO_URL}@{config.REPO_BRANCH}"' in expected
-    assert [n for n, s in cells.items() if s != expected] == [], "run: python -m helpers.colab"
+    assert [n for n, s in cells.items() if s != expected] == [], "run: python -m helpers.course.colab"
     for path in NOTEBOOKS:
         header = "".join(json.loads(path.read_text())["cells"][0]["source"])
         assert colab.badge_markdown(path.name) in header, path.name

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 import soundfile as sf
 
-from helpers import datasets
+from helpers.data import datasets, real_tables
 from helpers.config import get_settings
-from helpers.synthetic_xray import marker_geometry
+from helpers.data.synthetic_xray import marker_geometry
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def settings(monkeypatch, tmp_path):
 
 
 def test_real_rsna_tables_are_the_full_real_files():
-    labels, headers = datasets.real_rsna_tables()
+    labels, headers = real_tables.real_rsna_tables()
     assert list(labels.columns) == ["patientId", "x", "y", "width", "height", "Target"]
     assert len(labels) == 30227 and labels["patientId"].nunique() == 26684
     assert labels.groupby("patientId")["Target"].max().sum() == 6012
@@ -37,11 +37,11 @@ def test_real_rsna_tables_are_the_full_real_files():
 
 
 def test_torchxrayvision_lookup_names_a_missing_file():
-    assert datasets.torchxrayvision_data_file(datasets.XRV_LABELS).name == datasets.XRV_LABELS
+    assert real_tables.torchxrayvision_data_file(real_tables.XRV_LABELS).name == real_tables.XRV_LABELS
     with pytest.raises(
         FileNotFoundError, match=r"no_such_table\.csv: not found; this torchxrayvision version"
     ):
-        datasets.torchxrayvision_data_file("no_such_table.csv")
+        real_tables.torchxrayvision_data_file("no_such_table.csv")
 
 
 def test_synthetic_rsna_is_generated_once_then_reused(settings):

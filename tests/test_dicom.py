@@ -1,4 +1,4 @@
-"""Tests of helpers.dicom on real DICOM files written here with pydicom (no fixtures from elsewhere)."""
+"""Tests of helpers.xray.dicom on real DICOM files written here with pydicom (no fixtures from elsewhere)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, get_encoder
 
-from helpers.dicom import DicomReadError, parse_age, read_metadata, read_xray
+from helpers.xray.dicom import DicomReadError, parse_age, read_metadata, read_xray
 
 
 def write_dicom(

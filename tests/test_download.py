@@ -1,4 +1,4 @@
-"""helpers.download (with helpers.http_download, helpers.archives, helpers.kaggle) and data_download.py against
+"""helpers.data.download (with helpers.data.http_download, helpers.data.archives, helpers.data.kaggle) and data_download.py against
 a local HTTP server (127.0.0.1, never the internet)."""
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import download, http_download
 from helpers.config import get_settings
-from helpers.download import DownloadError, Remote
+from helpers.data import archives, download, http_download, kaggle
+from helpers.data.download import Remote
+from helpers.data.http_download import DownloadError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = {"pack/a.txt": b"alpha\n" * 1000, "pack/sub/b.bin": bytes(range(256)) * 64, "pack/empty.txt": b""}
@@ -127,7 +128,7 @@ def test_complete_download_is_verified_extracted_and_cleaned_up(server, tmp_path
     data = zip_bytes(PAYLOAD) if kind == "zip" else tar_bytes(PAYLOAD)
     server.files[f"/d.{kind}"] = data
     target = tmp_path / "data" / "set"
-    out = download.download_and_extract(
+    out = archives.download_and_extract(
         f"{server.url}/d.{kind}",
         target,
         md5=md5(data),
@@ -147,9 +148,9 @@ def test_interrupted_download_resumes_with_a_range_request(server, tmp_path, log
     server.cut_after = 30_000
     dest = tmp_path / "big.bin"
     with pytest.raises(DownloadError, match=r"^download of big.bin interrupted after 30000 of 102400 bytes"):
-        download.download_file(f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append)
+        http_download.download_file(f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append)
     assert not dest.exists() and (tmp_path / "big.bin.part").read_bytes() == data[:30_000]
-    download.download_file(f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append)
+    http_download.download_file(f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append)
     assert server.requests == [("/big.bin", None), ("/big.bin", "bytes=30000-")]
     assert dest.read_bytes() == data
     assert not (tmp_path / "big.bin.part").exists()
@@ -162,9 +163,9 @@ def test_server_that_ignores_range_restarts_cleanly(server, tmp_path, logs):
     server.cut_after = 12_345
     dest = tmp_path / "f.bin"
     with pytest.raises(DownloadError, match="interrupted"):
-        download.download_file(f"{server.url}/f.bin", dest, log=logs.append)
+        http_download.download_file(f"{server.url}/f.bin", dest, log=logs.append)
     server.ignore_range = True
-    download.download_file(f"{server.url}/f.bin", dest, size=len(data), log=logs.append)
+    http_download.download_file(f"{server.url}/f.bin", dest, size=len(data), log=logs.append)
     assert server.requests[1] == ("/f.bin", "bytes=12345-")
     assert dest.read_bytes() == data  # 200 instead of 206: rewritten from the start, not appended
     assert any("ignored the resume request" in line for line in logs)
@@ -174,7 +175,7 @@ def test_already_complete_part_answered_416_is_accepted(server, tmp_path):
     data = b"x" * 1000
     server.files["/f.bin"] = data
     (tmp_path / "f.bin.part").write_bytes(data)
-    download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", md5=md5(data), log=lambda _: None)
+    http_download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", md5=md5(data), log=lambda _: None)
     assert (tmp_path / "f.bin").read_bytes() == data and server.requests == [("/f.bin", "bytes=1000-")]
 
 
@@ -182,7 +183,7 @@ def test_checksum_mismatch_leaves_nothing_and_names_the_file(server, tmp_path, l
     data = zip_bytes(PAYLOAD)
     server.files["/data.zip"] = data
     with pytest.raises(DownloadError) as err:
-        download.download_and_extract(
+        archives.download_and_extract(
             f"{server.url}/data.zip", tmp_path / "set", md5="0" * 32, log=logs.append
         )
     assert str(err.value) == f"checksum mismatch for data.zip: expected md5 {'0' * 32}, got {md5(data)}"
@@ -192,7 +193,7 @@ def test_checksum_mismatch_leaves_nothing_and_names_the_file(server, tmp_path, l
 def test_size_mismatch_is_reported(server, tmp_path):
     server.files["/f.bin"] = b"abc"
     with pytest.raises(DownloadError, match=r"^size mismatch for f.bin: expected 4 bytes, got 3$"):
-        download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", size=4, log=lambda _: None)
+        http_download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", size=4, log=lambda _: None)
     assert files_under(tmp_path) == []
 
 
@@ -200,11 +201,11 @@ def test_no_network_and_http_errors_are_one_line(server, tmp_path):
     with pytest.raises(
         DownloadError, match=r"^no network: cannot reach 127.0.0.1 \(.*\); check the connection"
     ):
-        download.download_file("http://127.0.0.1:1/x.zip", tmp_path / "x.zip")
+        http_download.download_file("http://127.0.0.1:1/x.zip", tmp_path / "x.zip")
     with pytest.raises(
         DownloadError, match=r"^HTTP 404 Not Found for x.zip from http://127.0.0.1:\d+/x.zip$"
     ):
-        download.download_file(f"{server.url}/x.zip", tmp_path / "x.zip")
+        http_download.download_file(f"{server.url}/x.zip", tmp_path / "x.zip")
     assert files_under(tmp_path) == []
 
 
@@ -215,7 +216,7 @@ def test_disk_space_is_checked_before_downloading(server, tmp_path, monkeypatch)
     with pytest.raises(
         DownloadError, match=r"^disk full: downloading f.bin needs 0.00 GB but only 0.00 GB is free"
     ):
-        download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", log=lambda _: None)
+        http_download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", log=lambda _: None)
     assert files_under(tmp_path) == []
 
 
@@ -228,15 +229,15 @@ def test_enospc_while_writing_becomes_a_disk_full_message(server, tmp_path, monk
 
     monkeypatch.setattr(http_download, "open", lambda *_a, **_k: FullDisk(), raising=False)
     with pytest.raises(DownloadError, match=r"^disk full while writing .*f.bin.part: free some space"):
-        download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", log=lambda _: None)
+        http_download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", log=lambda _: None)
 
 
 def test_second_run_finds_the_marker_and_does_nothing(server, tmp_path, logs):
     server.files["/d.zip"] = zip_bytes(PAYLOAD)
     target = tmp_path / "set"
-    download.download_and_extract(f"{server.url}/d.zip", target, log=logs.append)
+    archives.download_and_extract(f"{server.url}/d.zip", target, log=logs.append)
     before = files_under(tmp_path)
-    download.download_and_extract(f"{server.url}/d.zip", target, log=logs.append)
+    archives.download_and_extract(f"{server.url}/d.zip", target, log=logs.append)
     assert len(server.requests) == 1 and files_under(tmp_path) == before
     assert logs[-1] == f"set: already there in {target}; nothing to do"
 
@@ -293,7 +294,7 @@ def test_malicious_archives_are_rejected_and_nothing_is_written_outside(server, 
     root = tmp_path / "root"
     target = root / "data" / "set"
     with pytest.raises(DownloadError) as err:
-        download.download_and_extract(f"{server.url}/{filename}", target, log=lambda _: None)
+        archives.download_and_extract(f"{server.url}/{filename}", target, log=lambda _: None)
     assert str(err.value).startswith(f"unsafe archive {filename}: member ") and why in str(err.value)
     # only the verified archive is left (for a later look); no target, no temporary folder, nothing outside
     assert files_under(tmp_path) == [f"root/data/downloads/{filename}"]
@@ -305,7 +306,7 @@ def test_a_safe_internal_symlink_is_extracted(tmp_path):
     archive = tmp_path / "ok.tar.gz"
     archive.write_bytes(tar_bytes({"d/real.txt": b"r"}, [_tarinfo("d/link", tarfile.SYMTYPE, "real.txt")]))
     (tmp_path / "out").mkdir()
-    download.safe_extract(archive, tmp_path / "out")
+    archives.safe_extract(archive, tmp_path / "out")
     assert (tmp_path / "out" / "d" / "link").read_bytes() == b"r"
 
 
@@ -313,15 +314,15 @@ def test_corrupt_archives_are_reported(tmp_path):
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"this is not an archive" * 10)
     with pytest.raises(DownloadError, match=r"^corrupt archive junk.zip: neither a zip nor a tar file$"):
-        download.safe_extract(junk, tmp_path)
+        archives.safe_extract(junk, tmp_path)
     data = bytearray(zip_bytes({"a.txt": b"A" * 500}, zipfile.ZIP_STORED))
     data[data.index(b"AAAA")] = ord("B")  # flip one byte of the stored content: the CRC no longer matches
     damaged = tmp_path / "damaged.zip"
     damaged.write_bytes(bytes(data))
     target = tmp_path / "set"
     with pytest.raises(DownloadError, match=r"^corrupt archive damaged.zip: Bad CRC-32 for file 'a.txt'$"):
-        with download.staged(target, "test", log=lambda _: None) as tmp:
-            download.safe_extract(damaged, tmp)
+        with archives.staged(target, "test", log=lambda _: None) as tmp:
+            archives.safe_extract(damaged, tmp)
     assert not target.exists() and not list(tmp_path.glob(".set.partial-*"))
 
 
@@ -412,7 +413,7 @@ def test_cli_help_mentions_every_dataset_and_the_credentials():
         "--url",
         "--dest",
         "--check",
-        download.RSNA_RULES_URL,
+        kaggle.RSNA_RULES_URL,
         "f6a5d0ea40bbcd25e17754f9d5ddae48",
     ):
         assert word in out.stdout
@@ -451,7 +452,7 @@ def _fake_kagglehub(monkeypatch, competition_download) -> None:
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
-        (403, f"accept the competition rules first at {download.RSNA_RULES_URL}"),
+        (403, f"accept the competition rules first at {kaggle.RSNA_RULES_URL}"),
         (
             401,
             "no valid Kaggle credentials (HTTP 401): create an API token at https://www.kaggle.com/settings",
@@ -471,14 +472,14 @@ def test_kagglehub_403_and_401_become_rules_and_credentials_messages(monkeypatch
 
 def test_kaggle_cli_output_is_mapped_too():
     message = str(
-        download.kaggle_error(
+        kaggle.kaggle_error(
             "403 - Forbidden - Permission 'competitions.participate' was denied",
             "competition",
             "rsna-pneumonia-detection-challenge",
         )
     )
-    assert download.RSNA_RULES_URL in message
-    assert "KAGGLE_API_TOKEN" in str(download.kaggle_error("401 - Unauthorized", "dataset", "a/b"))
+    assert kaggle.RSNA_RULES_URL in message
+    assert "KAGGLE_API_TOKEN" in str(kaggle.kaggle_error("401 - Unauthorized", "dataset", "a/b"))
 
 
 @pytest.fixture
@@ -536,7 +537,7 @@ def test_kagglehub_success_lands_in_the_layout(monkeypatch, tmp_path, with_outpu
 
     _fake_kagglehub(monkeypatch, new_api if with_output_dir else old_api)
     target = download.fetch("rsna", tmp_path / "data", log=lambda _: None)
-    assert download.is_complete(target)
+    assert archives.is_complete(target)
     assert [(i.found, i.ok) for i in download.check_dataset("rsna", target, synthetic=True)] == [
         (1, True),
         (1, True),
@@ -568,14 +569,14 @@ def test_colab_secrets_are_copied_into_the_environment(monkeypatch):
     colab.userdata = types.SimpleNamespace(get=get)
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    assert download.load_colab_kaggle_secrets() == ["KAGGLE_API_TOKEN"]
-    assert download.kaggle_credentials() == "KAGGLE_API_TOKEN"
+    assert kaggle.load_colab_kaggle_secrets() == ["KAGGLE_API_TOKEN"]
+    assert kaggle.kaggle_credentials() == "KAGGLE_API_TOKEN"
     assert os.environ["KAGGLE_API_TOKEN"] == "tok-123"
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
 def test_cli_synthetic_generates_through_helpers_datasets_under_dest(monkeypatch, tmp_path, capsys):
-    from helpers import datasets
+    from helpers.data import datasets
 
     seen = []
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.eda (tables for notebook 01) and a smoke test of helpers.eda_plots."""
+"""Tests of helpers.xray.eda (tables for notebook 01) and a smoke test of helpers.xray.plots."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
 
-from helpers import dicom, eda, eda_plots  # noqa: E402
+from helpers.xray import dicom, eda, plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -138,25 +138,25 @@ def test_real_rsna_metadata_and_its_figures():
     rates = eda.positive_rate(meta, "view_position")
     assert rates["positives"].to_dict() == {"AP": 4664, "PA": 1348}
 
-    fig = eda_plots.plot_metadata(meta, title="real")
+    fig = plots.plot_metadata(meta, title="real")
     assert fig._suptitle.get_text() == "real" and len(fig.axes) == 4
     assert "5 above 100" in fig.axes[0].get_title()
     assert all(ax.get_ylabel() for ax in fig.axes) and all(ax.get_xlabel() for ax in fig.axes[1:])
-    ax = eda_plots.plot_positive_rate(rates, prevalence=meta["Target"].mean())
+    ax = plots.plot_positive_rate(rates, prevalence=meta["Target"].mean())
     assert [t.get_text() for t in ax.texts] == ["4,664 / 12,173", "1,348 / 14,511"]
     assert ax.get_ylabel() == "positive rate (share of patients)"
 
 
 def test_image_figures_have_titles_labels_and_colour_bars():
     image = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
-    fig = eda_plots.plot_image_histogram(image, boxes=[(1, 1, 3, 3)], title="t")
+    fig = plots.plot_image_histogram(image, boxes=[(1, 1, 3, 3)], title="t")
     assert fig._suptitle.get_text() == "t" and len(fig.axes) == 3  # image, histogram, colour bar
     assert len(fig.axes[0].patches) == 1
-    fig = eda_plots.plot_image_row({"a": image, "b": image[:4, :4]}, title="row", boxes={"b": [(0, 0, 2, 2)]})
+    fig = plots.plot_image_row({"a": image, "b": image[:4, :4]}, title="row", boxes={"b": [(0, 0, 2, 2)]})
     assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"] and len(fig.axes) == 3
     assert fig.axes[0].get_ylabel() == "y (pixels)" and len(fig.axes[1].patches) == 1
     table = eda.split_table(
         pd.DataFrame({"patientId": list("abc"), "label": [1, 0, 0], "split": ["train"] * 3})
     )
-    ax = eda_plots.plot_split_bars(table)
+    ax = plots.plot_split_bars(table)
     assert ax.get_ylabel() == "images" and ax.get_legend() is not None

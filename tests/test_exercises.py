@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import exercises
+from helpers.exercises import checks
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_FILES = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
@@ -39,28 +39,28 @@ def test_solution_passes_and_wrong_answer_gets_hint(path, notebook, name, capsys
     assert hasattr(module, name), f"{path.name} has no solution for exercise {notebook}.{name}"
     context = module.example_context(name) if hasattr(module, "example_context") else {}
     answer = getattr(module, name)(**context)
-    assert exercises.check(f"{notebook}.{name}", answer, **context) is True
+    assert checks.check(f"{notebook}.{name}", answer, **context) is True
     assert "correct" in capsys.readouterr().out
 
-    assert exercises.check(f"{notebook}.{name}", "certainly not the answer", **context) is False
+    assert checks.check(f"{notebook}.{name}", "certainly not the answer", **context) is False
     out = capsys.readouterr().out
     assert "not quite" in out and "Hint:" in out
 
 
 def test_unattempted_exercise_is_reported_not_raised(capsys):
-    assert exercises.check("00.store_bytes", None) is False
+    assert checks.check("00.store_bytes", None) is False
     assert "not attempted yet" in capsys.readouterr().out
 
 
 def test_unknown_exercise_names_the_known_ones():
     with pytest.raises(KeyError, match="store_bytes"):
-        exercises.check("00.no_such_thing", 1)
+        checks.check("00.no_such_thing", 1)
 
 
 def test_close_compares_numbers_strings_and_arrays():
-    assert exercises.close(1.0005, 1.0)
-    assert not exercises.close(1.1, 1.0)
-    assert exercises.close(" CPU", "cpu")
-    assert exercises.close([1, 2, 3], (1.0, 2.0, 3.0))
-    assert not exercises.close([1, 2], [1, 2, 3])
-    assert not exercises.close(1, True)
+    assert checks.close(1.0005, 1.0)
+    assert not checks.close(1.1, 1.0)
+    assert checks.close(" CPU", "cpu")
+    assert checks.close([1, 2, 3], (1.0, 2.0, 3.0))
+    assert not checks.close([1, 2], [1, 2, 3])
+    assert not checks.close(1, True)

@@ -1,4 +1,4 @@
-"""helpers.faithfulness: deletion / insertion curves on models whose answer is known."""
+"""helpers.explain.faithfulness: deletion / insertion curves on models whose answer is known."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from scipy.integrate import trapezoid
 from torch import nn
 
-from helpers import faithfulness as faith
+from helpers.explain import faithfulness as faith
 
 SIZE = 12
 

@@ -1,4 +1,4 @@
-"""helpers.icbhi: ICBHI names, annotations, diagnosis and split files, patch labels, datasets, splits, score."""
+"""helpers.breath.icbhi: ICBHI names, annotations, diagnosis and split files, patch labels, datasets, splits, score."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from helpers import breath_data, icbhi
-from helpers.icbhi import IcbhiFormatError
+from helpers.breath import dataset, icbhi
+from helpers.breath.icbhi import IcbhiFormatError
 
 # name: (sample rate, seconds, annotation lines, official split)
 RECORDINGS = {
@@ -170,7 +170,7 @@ def test_patch_labels_or_the_flags_of_cycles_overlapping_enough():
 
 
 def test_build_patch_dataset_labels_every_annotated_patch(icbhi_dir):
-    data = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False)
+    data = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False)
     assert data.patches.shape == (7, 96, 64) and data.patches.dtype == np.float32
     assert len(data) == 7 and data.labels.dtype == np.int64
     meta = data.metadata()
@@ -190,8 +190,8 @@ def test_build_patch_dataset_labels_every_annotated_patch(icbhi_dir):
 
 
 def test_build_patch_dataset_with_a_pool_gives_the_same_result(icbhi_dir):
-    one = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False)
-    two = icbhi.build_patch_dataset(icbhi_dir, workers=2, progress=False)
+    one = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False)
+    two = dataset.build_patch_dataset(icbhi_dir, workers=2, progress=False)
     np.testing.assert_array_equal(one.patches, two.patches)
     pd.testing.assert_frame_equal(one.metadata(), two.metadata())
 
@@ -200,28 +200,28 @@ def test_build_patch_dataset_caches_and_recomputes_when_settings_or_files_change
     icbhi_dir, tmp_path, monkeypatch
 ):
     cache = tmp_path / "cache" / "patches.npz"
-    first = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
+    first = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
     assert cache.is_file() and not list(cache.parent.glob(".*tmp"))
 
     def fail(job):
         raise AssertionError("recomputed although the cache is valid")
 
     monkeypatch.setattr(breath_data, "_recording_patches", fail)
-    again = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
+    again = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
     np.testing.assert_array_equal(again.patches, first.patches)
     pd.testing.assert_frame_equal(again.metadata(), first.metadata())
     with pytest.raises(AssertionError, match="recomputed"):
-        icbhi.build_patch_dataset(icbhi_dir, fmax=1900.0, workers=1, progress=False, cache_path=cache)
+        dataset.build_patch_dataset(icbhi_dir, fmax=1900.0, workers=1, progress=False, cache_path=cache)
     txt = icbhi_dir / icbhi.AUDIO_FOLDER / "101_1b1_Al_sc_Meditron.txt"
     txt.write_text("0.0\t3.0\t0\t0\n")
     with pytest.raises(AssertionError, match="recomputed"):
-        icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
+        dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
     monkeypatch.undo()
-    rebuilt = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
+    rebuilt = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
     assert rebuilt.labels[:3].tolist() == [0, 0, 0]  # the new annotation
-    assert icbhi.PatchDataset.load(cache).labels[:3].tolist() == [0, 0, 0]
+    assert dataset.PatchDataset.load(cache).labels[:3].tolist() == [0, 0, 0]
     cache.write_bytes(b"not a zip file")  # a damaged cache is rebuilt, not an error
-    assert len(icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)) == 7
+    assert len(dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)) == 7
 
 
 def test_build_patch_dataset_skips_unreadable_audio_with_a_warning(tmp_path):
@@ -231,13 +231,13 @@ def test_build_patch_dataset_skips_unreadable_audio_with_a_warning(tmp_path):
     with pytest.warns(
         UserWarning, match=r"skipped 1 unreadable recordings: .*103_1b1_Al_sc_Litt3200.wav: too short"
     ):
-        data = icbhi.build_patch_dataset(root, workers=1, progress=False)
+        data = dataset.build_patch_dataset(root, workers=1, progress=False)
     assert len(data) == 7 and 103 not in data.patient
     assert len(data.skipped) == 1 and "too short" in data.skipped[0]
 
 
 def test_subset_keeps_patches_and_metadata_together(icbhi_dir):
-    data = icbhi.build_patch_dataset(icbhi_dir, workers=1, progress=False)
+    data = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False)
     wheeze = data.subset(data.labels == 2)
     assert len(wheeze) == 2 and wheeze.recording.tolist() == ["102_1b1_Ar_sc_LittC2SE"] * 2
     np.testing.assert_array_equal(wheeze.patches, data.patches[3:5])

@@ -1,4 +1,4 @@
-"""helpers.localisation: hand-made maps and boxes with known answers."""
+"""helpers.explain.localisation: hand-made maps and boxes with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import localisation as loc
+from helpers.explain import localisation as loc
 
 
 def peak_map(height: int, width: int, *peaks: tuple[int, int]) -> np.ndarray:

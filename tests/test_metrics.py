@@ -1,4 +1,4 @@
-"""Tests of helpers.metrics: every metric against numbers computed by hand on a small fixed example.
+"""Tests of helpers.evaluate.metrics: every metric against numbers computed by hand on a small fixed example.
 
 The bootstrap half (intervals, summary and subgroup tables) is tested in tests/test_bootstrap.py.
 """
@@ -19,7 +19,7 @@ from sklearn.metrics import (
 )
 from torch import nn
 
-from helpers import metrics as M
+from helpers.evaluate import metrics as M
 
 # The worked example. Positives (y=1): 0.9, 0.4, 0.8. Negatives: 0.1, 0.6, 0.3, 0.95, 0.2.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
@@ -243,13 +243,13 @@ def test_predict_normalises_float_inputs_like_training_and_softmax_for_several_l
 
 
 def test_predict_is_the_one_prediction_function_and_matches_the_training_logits():
-    from helpers import train
-    from helpers.device_data import predict_logits
+    from helpers.training import loop
+    from helpers.training.device_data import predict_logits
 
-    assert train.predict_proba is M.predict
+    assert inference.predict_proba is M.predict
     model = MeanLogit().eval()
     logits = predict_logits(model, _images(), 0.5, 0.25, batch_size=2, device="cpu")
-    probs = train.predict_proba(model, _images(), 0.5, 0.25, 2, "cpu", progress=False)  # positional as before
+    probs = inference.predict_proba(model, _images(), 0.5, 0.25, 2, "cpu", progress=False)  # positional as before
     np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits[:, 0])).numpy(), rtol=1e-6)
     assert M.predict(model, np.zeros((0, 4, 4), dtype=np.uint8), 0.5, 0.25, device="cpu").shape == (0,)
 

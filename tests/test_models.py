@@ -1,4 +1,4 @@
-"""Tests of helpers.models: ResNet18 surgery, ImageNet adaptation (offline), the breath-sound CNN."""
+"""Tests of helpers.training.models: ResNet18 surgery, ImageNet adaptation (offline), the breath-sound CNN."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import resnet18
 
-from helpers.models import (
+from helpers.training.models import (
     ARCHITECTURES,
     adapt_conv1_to_grayscale,
     breath_cnn,

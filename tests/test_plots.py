@@ -1,4 +1,4 @@
-"""Tests of helpers.plots: titles, labels, artists and data of each figure; overlay values; box scaling."""
+"""Tests of helpers.evaluate.plots: titles, labels, artists and data of each figure; overlay values; box scaling."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from helpers import metrics, plots  # noqa: E402
+from helpers.evaluate import metrics, plots  # noqa: E402
 
 # The worked example of tests/test_metrics.py: at 0.5, tn = 3, fp = 2, fn = 1, tp = 2; AUC 11/15, AP 53/90.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
@@ -23,7 +23,7 @@ P = np.array([0.1, 0.6, 0.3, 0.95, 0.9, 0.4, 0.8, 0.2])
 @pytest.fixture(autouse=True)
 def no_show_and_close(monkeypatch):
     def refuse_show(*args, **kwargs):
-        raise AssertionError("helpers.plots must never call plt.show()")
+        raise AssertionError("helpers.evaluate.plots must never call plt.show()")
 
     monkeypatch.setattr(plt, "show", refuse_show)
     yield
@@ -92,7 +92,7 @@ def test_reliability_diagram_points_and_bin_counts():
 def test_subgroup_chart_error_bars_from_a_subgroup_table():
     df = pd.DataFrame({"label": Y, "prob": P, "sex": ["F", "M"] * 4})
     with pytest.warns(Warning):  # four rows per subgroup: many undefined resamples
-        table = metrics.subgroup_table(df, "sex", threshold=0.5, n_boot=100)
+        table = bootstrap.subgroup_table(df, "sex", threshold=0.5, n_boot=100)
     ax = plots.plot_subgroups(table, "sensitivity", reference=0.5)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["sex = F (n = 4)", "sex = M (n = 4)"]
     points = ax.lines[0]
@@ -117,7 +117,7 @@ HISTORY = pd.DataFrame(
 
 
 def test_learning_curves_mark_the_best_epoch():
-    fig = plots.plot_learning_curves(HISTORY)
+    fig = training_plots.plot_learning_curves(HISTORY)
     loss_ax, metric_ax = fig.axes
     assert [line.get_label() for line in loss_ax.lines[:2]] == ["train_loss", "val_loss"]
     assert [line.get_label() for line in metric_ax.lines[:2]] == [
@@ -130,19 +130,19 @@ def test_learning_curves_mark_the_best_epoch():
     assert metric_ax.lines[2].get_label() == "best epoch 3 (val_acc = 0.780)"
     assert loss_ax.get_ylabel() == "loss (mean per image)" and metric_ax.get_ylabel() == "metric (fraction)"
     assert fig.get_suptitle() == "Learning curves"
-    by_loss = plots.plot_learning_curves(HISTORY, monitor="val_loss", mode="min")
+    by_loss = training_plots.plot_learning_curves(HISTORY, monitor="val_loss", mode="min")
     assert list(by_loss.axes[0].lines[2].get_xdata()) == [2, 2]
-    only_losses = plots.plot_learning_curves(HISTORY[["train_loss", "val_loss"]])
+    only_losses = training_plots.plot_learning_curves(HISTORY[["train_loss", "val_loss"]])
     assert list(only_losses.axes[0].lines[2].get_xdata()) == [2, 2]  # epochs from the index, val_loss min
     with pytest.raises(ValueError, match="monitor column 'val_auc' not in history"):
-        plots.plot_learning_curves(HISTORY, monitor="val_auc")
+        training_plots.plot_learning_curves(HISTORY, monitor="val_auc")
 
 
 def test_learning_curves_default_to_the_saved_checkpoint_of_helpers_train():
-    # helpers.train.fit flags each epoch that improved its monitor; the checkpoint is the last flagged one.
+    # helpers.training.loop.fit flags each epoch that improved its monitor; the checkpoint is the last flagged one.
     history = HISTORY.assign(val_auc=[0.6, 0.7, 0.72, 0.8], best=[True, True, True, True])
     history.loc[3, "best"] = False
-    fig = plots.plot_learning_curves(history)
+    fig = training_plots.plot_learning_curves(history)
     assert list(fig.axes[1].lines[-1].get_xdata()) == [3, 3]
     assert fig.axes[1].lines[-1].get_label() == "best epoch 3 (saved checkpoint)"
     assert [line.get_label() for line in fig.axes[1].lines[:3]] == ["train_acc", "val_acc", "val_auc"]
@@ -151,34 +151,34 @@ def test_learning_curves_default_to_the_saved_checkpoint_of_helpers_train():
 def test_overlay_shape_range_and_blend():
     image = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     heat = np.linspace(0, 5, 12).reshape(3, 4)
-    rgb = plots.overlay(image, heat, alpha=0.4)
+    rgb = overlays.overlay(image, heat, alpha=0.4)
     assert rgb.shape == (3, 4, 3) and rgb.dtype == np.float32
     assert rgb.min() >= 0 and rgb.max() <= 1
     grey = (image - image.min()) / np.ptp(image)
     np.testing.assert_allclose(
-        plots.overlay(image, heat, alpha=0.0), np.repeat(grey[..., None], 3, -1), atol=1e-6
+        overlays.overlay(image, heat, alpha=0.0), np.repeat(grey[..., None], 3, -1), atol=1e-6
     )
     jet = colormaps["jet"](heat / 5)[..., :3]
-    np.testing.assert_allclose(plots.overlay(image, heat, alpha=1.0), jet, atol=1e-6)
+    np.testing.assert_allclose(overlays.overlay(image, heat, alpha=1.0), jet, atol=1e-6)
     np.testing.assert_allclose(rgb, 0.6 * grey[..., None] + 0.4 * jet, atol=1e-6)
 
 
 def test_overlay_resizes_small_heatmaps_and_rejects_bad_input():
-    rgb = plots.overlay(np.zeros((32, 48)), np.arange(4.0).reshape(2, 2), alpha=1.0)
+    rgb = overlays.overlay(np.zeros((32, 48)), np.arange(4.0).reshape(2, 2), alpha=1.0)
     assert rgb.shape == (32, 48, 3)
     np.testing.assert_allclose(
         rgb[0, 0], colormaps["jet"](0.0)[:3], atol=1e-6
     )  # corners keep the corner value
     np.testing.assert_allclose(rgb[-1, -1], colormaps["jet"](1.0)[:3], atol=1e-6)
-    assert plots.overlay(np.ones((4, 4)), np.ones((4, 4))).max() <= 1  # constant inputs do not divide by zero
+    assert overlays.overlay(np.ones((4, 4)), np.ones((4, 4))).max() <= 1  # constant inputs do not divide by zero
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
-        plots.overlay(np.zeros((4, 4)), np.zeros((4, 4)), alpha=1.5)
+        overlays.overlay(np.zeros((4, 4)), np.zeros((4, 4)), alpha=1.5)
     with pytest.raises(ValueError, match=r"heatmap must be H x W .* got shape \(2, 4, 4\)"):
-        plots.overlay(np.zeros((4, 4)), np.zeros((2, 4, 4)))
+        overlays.overlay(np.zeros((4, 4)), np.zeros((2, 4, 4)))
 
 
 def test_show_overlay_colour_bar_boxes_and_labels():
-    ax = plots.show_overlay(
+    ax = overlays.show_overlay(
         None, np.zeros((16, 16)), np.eye(16), boxes=[(2, 3, 4, 5), (8, 8, 2, 2)], title="Grad-CAM"
     )
     (colour_bar_ax,) = [a for a in ax.figure.axes if a is not ax]
@@ -189,23 +189,23 @@ def test_show_overlay_colour_bar_boxes_and_labels():
 
 def test_scale_and_draw_boxes():
     np.testing.assert_allclose(
-        plots.scale_boxes([(100, 200, 50, 40)], 1024, 224), [[21.875, 43.75, 10.9375, 8.75]]
+        localisation.scale_boxes([(100, 200, 50, 40)], 1024, 224), [[21.875, 43.75, 10.9375, 8.75]]
     )
     # Sizes are (height, width): x and w scale with the width, y and h with the height.
-    np.testing.assert_allclose(plots.scale_boxes((40, 20, 8, 10), (200, 400), (100, 100)), [[10, 10, 2, 5]])
+    np.testing.assert_allclose(localisation.scale_boxes((40, 20, 8, 10), (200, 400), (100, 100)), [[10, 10, 2, 5]])
     _, ax = plt.subplots()
-    (rect,) = plots.draw_boxes(ax, [(10, 20, 5, 6)])
+    (rect,) = overlays.draw_boxes(ax, [(10, 20, 5, 6)])
     assert isinstance(rect, Rectangle)
     assert rect.get_xy() == (9.5, 19.5) and (rect.get_width(), rect.get_height()) == (5, 6)
-    assert plots.draw_boxes(ax, []) == [] and len(ax.patches) == 1  # a negative patient: no boxes
+    assert overlays.draw_boxes(ax, []) == [] and len(ax.patches) == 1  # a negative patient: no boxes
     with pytest.raises(ValueError, match=r"expected \(x, y, w, h\) boxes, got shape \(1, 3\)"):
-        plots.draw_boxes(ax, [(1, 2, 3)])
+        overlays.draw_boxes(ax, [(1, 2, 3)])
 
 
 def test_gallery_grid_titles_boxes_and_colour_bar():
     images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8), dtype=np.uint8)
     heat = [np.eye(8)] * 4 + [None]
-    fig = plots.plot_gallery(images, titles=list("abcde"), boxes=[[(1, 1, 3, 3)]] * 5, heatmaps=heat, ncols=3)
+    fig = overlays.plot_gallery(images, titles=list("abcde"), boxes=[[(1, 1, 3, 3)]] * 5, heatmaps=heat, ncols=3)
     tiles, colour_bars = fig.axes[:6], fig.axes[6:]
     assert [t.get_title() for t in tiles[:5]] == list("abcde")
     assert [len(t.patches) for t in tiles[:5]] == [1] * 5
@@ -214,10 +214,10 @@ def test_gallery_grid_titles_boxes_and_colour_bar():
     assert tiles[4].images[0].get_array().ndim == 2  # no heatmap: the grey image itself
     assert fig.get_suptitle() == "Images"
     _, given = plt.subplots(1, 2)
-    plain = plots.plot_gallery(images[:2], ax=given, title="Two")
+    plain = overlays.plot_gallery(images[:2], ax=given, title="Two")
     assert plain is given[0].figure and len(plain.axes) == 2  # no heatmaps, no colour bar
     with pytest.raises(ValueError, match="3 titles for 5 images"):
-        plots.plot_gallery(images, titles=["a", "b", "c"])
+        overlays.plot_gallery(images, titles=["a", "b", "c"])
 
 
 def test_score_histogram_counts_each_class_and_marks_the_threshold():

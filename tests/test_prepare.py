@@ -1,11 +1,12 @@
-"""helpers.prepare: the pre-workshop command builds the store, the model and the breath patches once, then reuses."""
+"""helpers.course.prepare: the pre-workshop command builds the store, the model and the breath patches once, then reuses."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers import config, pipeline, prepare
-from helpers.store import load_store
+from helpers import config
+from helpers.course import pipeline, prepare
+from helpers.xray.store import load_store
 
 
 @pytest.fixture

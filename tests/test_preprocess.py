@@ -1,4 +1,4 @@
-"""Tests of helpers.preprocess (resize, split, mean/std, the store) and the folder listers of RSNA and Kermany."""
+"""Tests of helpers.xray.preprocess (resize, split, mean/std, the store) and the folder listers of RSNA and Kermany."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
-from helpers import preprocess
-from helpers import store as store_module
-from helpers.kermany import kermany_items, patient_id
-from helpers.preprocess import load_and_resize, rsna_items, running_mean_std, split_patients
-from helpers.store import build_store, export_paper_layout, load_store
+from helpers.xray import preprocess
+from helpers.xray import store as store_module
+from helpers.xray.kermany import kermany_items, patient_id
+from helpers.xray.preprocess import load_and_resize, rsna_items, running_mean_std, split_patients
+from helpers.xray.store import build_store, export_paper_layout, load_store
 
 
 def write_dicom(path: Path, pixels: np.ndarray, *, jpeg: bool = False, **elements) -> Path:

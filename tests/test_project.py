@@ -71,7 +71,7 @@ def test_readme_gives_the_commands_that_ci_runs():
     assert 'pip install -e ".[test]"' in readme
     assert "jupyter lab" in readme
     assert re.search(r"^pytest$", readme, re.M), "the README's test command is plain `pytest`"
-    assert "python -m helpers.run_notebooks" in readme
+    assert "python -m helpers.course.run_notebooks" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^pytest\s*$", ci, re.M)
 
@@ -107,7 +107,7 @@ def test_notebook_follows_the_course_conventions(path):
     text = "\n".join("".join(c["source"]) for c in cells)
     assert re.search(r"^## .*Summary", text, re.M), "a Summary section"
     assert re.search(r"^## .*Exercises?", text, re.M), "an Exercises section"
-    assert "exercises.check(" in text, "exercises are checked"
+    assert "check(\"" in text, "exercises are checked"
     assert "# NBVAL_CHECK_OUTPUT" in text, "nbval checks the printed values of deterministic cells"
     assert not re.search(r"['\"]/(home|root|work|tmp|content)/", text), "relative paths only"
     outputs = sum(len(json.dumps(c.get("outputs", []))) for c in cells if c["cell_type"] == "code")
@@ -123,7 +123,7 @@ def test_notebooks_are_numbered_in_order():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_checked_cells_store_the_output_nbval_compares_and_nothing_else_is_stored(path):
     """nbval compares a checked cell's output with the stored one: a checked cell with no stored output checks
-    nothing. Refresh with `python -m helpers.run_notebooks --store-checked-outputs`."""
+    nothing. Refresh with `python -m helpers.course.run_notebooks --store-checked-outputs`."""
     nb = json.loads(path.read_text())
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
@@ -170,7 +170,7 @@ def test_commands_in_the_instructor_guide_exist():
 
     text = GUIDE.read_text()
     modules = set(re.findall(r"python -m (helpers\.\w+)", text))
-    assert {"helpers.prepare", "helpers.run_notebooks", "helpers.colab"} <= modules
+    assert {"helpers.course.prepare", "helpers.course.run_notebooks", "helpers.course.colab"} <= modules
     for module in modules:
         assert hasattr(importlib.import_module(module), "main"), module
     help_text = subprocess.run(
@@ -180,7 +180,7 @@ def test_commands_in_the_instructor_guide_exist():
         assert option in help_text, option
     assert "--archive" in text and "--check" in text
     prepare_help = subprocess.run(
-        [sys.executable, "-m", "helpers.prepare", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "helpers.course.prepare", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for option in set(re.findall(r"helpers\.prepare[^\n`]*?(--[a-z-]+)", text)):
         assert option in prepare_help, option

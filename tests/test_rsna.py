@@ -1,4 +1,4 @@
-"""Tests of helpers.rsna: the real RSNA label file shipped in torchxrayvision, and hand-written bad files."""
+"""Tests of helpers.xray.rsna: the real RSNA label file shipped in torchxrayvision, and hand-written bad files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.rsna import load_class_info, load_labels
+from helpers.xray.rsna import load_class_info, load_labels
 
 HEADER = "patientId,x,y,width,height,Target\n"
 

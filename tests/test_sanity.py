@@ -1,4 +1,4 @@
-"""helpers.sanity: cascading randomisation with a small CNN and an input-gradient explainer."""
+"""helpers.explain.sanity: cascading randomisation with a small CNN and an input-gradient explainer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torchvision
 from scipy.stats import spearmanr
 from torch import nn
 
-from helpers import sanity
+from helpers.explain import sanity
 
 
 def small_cnn() -> nn.Module:

@@ -1,4 +1,4 @@
-"""helpers.shortcut: the marker's place, pasting it, heat by region, the real-data view table, evaluation."""
+"""helpers.course.shortcut: the marker's place, pasting it, heat by region, the real-data view table, evaluation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers import localisation, shortcut
-from helpers.synthetic_xray import burn_marker
+from helpers.explain import localisation
+from helpers.course import shortcut
+from helpers.data.synthetic_xray import burn_marker
 
 
 def test_marker_boxes_in_store_pixels_and_margin():

@@ -18,9 +18,9 @@ from PIL import Image
 from pydicom.encaps import generate_frames
 from scipy.signal import resample_poly, stft
 
-from helpers import synthetic, synthetic_audio
-from helpers.datasets import real_rsna_tables
-from helpers.synthetic_xray import marker_geometry
+from helpers.data import synthetic, synthetic_audio
+from helpers.data.datasets import real_rsna_tables
+from helpers.data.synthetic_xray import marker_geometry
 
 SIZE = 128
 

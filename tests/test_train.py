@@ -1,4 +1,4 @@
-"""Tests of helpers.train (with helpers.device_data and helpers.checkpoints): the training loop,
+"""Tests of helpers.training.loop (with helpers.training.device_data and helpers.training.checkpoints): the training loop,
 resuming, checkpoints, batched prediction. Tiny models and 16 x 16 / 32 x 32 images keep it fast."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-import helpers.checkpoints as checkpoints
-from helpers.augment import GpuAugment
-from helpers.device_data import DeviceData, _fits_on_device
-from helpers.models import breath_cnn, resnet18_xray
-from helpers.train import (
+import helpers.training.checkpoints as checkpoints
+from helpers.xray.augment import GpuAugment
+from helpers.training.device_data import DeviceData, _fits_on_device
+from helpers.training.models import breath_cnn, resnet18_xray
+from helpers.training.loop import (
     HISTORY_COLUMNS,
     compute_pos_weight,
     fit,
@@ -341,7 +341,7 @@ def test_load_checkpoint_refuses_pickles_and_foreign_files(tmp_path):
 
 
 def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data_and_restores_the_model():
-    from helpers.train import recalibrate_batchnorm
+    from helpers.training.loop import recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -407,7 +407,7 @@ def test_augment_options_override_the_augmentation_and_are_part_of_the_resumable
 
 
 def test_out_of_gpu_memory_says_what_to_do_and_keeps_the_finished_epochs(tmp_path, monkeypatch):
-    from helpers import train as train_module
+    from helpers.training import loop as train_module
 
     original, steps = train_module.train_step, []
 

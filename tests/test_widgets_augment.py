@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.augment import GpuAugment  # noqa: E402
+from helpers.xray.augment import GpuAugment  # noqa: E402
 from helpers.widgets import augment as A  # noqa: E402
 
 

@@ -11,8 +11,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from helpers import audio, icbhi  # noqa: E402
-from helpers.synthetic_audio import make_icbhi_like  # noqa: E402
+from helpers.breath import audio, icbhi  # noqa: E402
+from helpers.data.synthetic_audio import make_icbhi_like  # noqa: E402
 from helpers.widgets import breath  # noqa: E402
 
 pytest.importorskip("ipywidgets")

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import metrics  # noqa: E402
+from helpers.evaluate import metrics  # noqa: E402
 from helpers.widgets import threshold as T  # noqa: E402
 
 # The worked example of tests/test_metrics.py: at 0.5 tp 2, fp 2, tn 3, fn 1; at 0.85 tp 1, fp 1, tn 4, fn 2.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from helpers import config
-from helpers.exercises import Exercise
+from helpers.exercises.checks import Exercise
 
 EXERCISES = {
     "mode_variable": Exercise(

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from helpers import dicom, eda
-from helpers.exercises import Exercise
+from helpers.exercises.checks import Exercise
+from helpers.xray import dicom, eda
 
 
 def _monochrome1_value(stored: int, bits_stored: int) -> float:

@@ -6,14 +6,8 @@ import math
 
 import numpy as np
 
-from helpers.exercises import Exercise
-
-
-def _layer4_cells(image_size: int) -> int:
-    side = image_size
-    for _ in range(5):  # conv1, the max-pool and the first blocks of layer2..layer4 each halve, rounding up
-        side = math.ceil(side / 2)
-    return side * side
+from helpers.exercises.checks import Exercise
+from helpers.training.models import layer4_side
 
 
 def _best_epoch(history) -> int:
@@ -24,7 +18,7 @@ def _best_epoch(history) -> int:
 EXERCISES = {
     "layer4_cells": Exercise(
         question="How many cells (height x width) does one layer4 map of ResNet18 have for a film of image_size pixels?",
-        reference=lambda image_size: _layer4_cells(image_size),
+        reference=lambda image_size: layer4_side(image_size) ** 2,
         hint="Five stride-2 steps each map n pixels to ceil(n / 2): the side becomes ceil(S / 32). Then square it.",
     ),
     "fc_parameters": Exercise(
@@ -35,7 +29,7 @@ EXERCISES = {
     "pos_weight": Exercise(
         question="What pos_weight does fit compute for n_positive positives among n_total training labels?",
         reference=lambda n_positive, n_total: (n_total - n_positive) / n_positive,
-        hint="pos_weight = number of negatives / number of positives (train.compute_pos_weight).",
+        hint="pos_weight = number of negatives / number of positives (loop.compute_pos_weight).",
     ),
     "weighted_loss": Exercise(
         question="What is the BCE loss with pos_weight of one film with this logit and label (natural log)?",

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from helpers import metrics
-from helpers.exercises import Exercise
+from helpers.evaluate import metrics
+from helpers.exercises.checks import Exercise
 
 
 def _ppv(sensitivity: float, specificity: float, prevalence: float) -> float:
@@ -36,7 +36,7 @@ EXERCISES = {
     "youden_threshold": Exercise(
         question="Which threshold maximises Youden's J = sensitivity + specificity - 1 on the VALIDATION split?",
         reference=lambda y, prob: metrics.choose_threshold(y, prob, "youden"),
-        hint="helpers.metrics.choose_threshold(y, prob, 'youden') with the validation labels and probabilities.",
+        hint="helpers.evaluate.metrics.choose_threshold(y, prob, 'youden') with the validation labels and probabilities.",
     ),
     "positives_needed": Exercise(
         question=(
@@ -60,7 +60,7 @@ EXERCISES = {
         reference=_view_only_auc,
         hint=(
             "A score with two values gives a ROC curve with one corner: AUC = (sensitivity + specificity) / 2, "
-            "or use helpers.metrics.ranking_metrics(y, (view == 'AP').astype(float))."
+            "or use helpers.evaluate.metrics.ranking_metrics(y, (view == 'AP').astype(float))."
         ),
     ),
     "brier_of_constant": Exercise(
@@ -71,7 +71,7 @@ EXERCISES = {
         reference=lambda prevalence: prevalence * (1 - prevalence),
         hint=(
             "A fraction p of the cases are positive: each costs (1 - p)^2. The others cost p^2. Average them; "
-            "helpers.metrics.brier_score on a constant prediction checks your algebra."
+            "helpers.evaluate.metrics.brier_score on a constant prediction checks your algebra."
         ),
     ),
 }

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from helpers.exercises import Exercise
+from helpers.exercises.checks import Exercise
+from helpers.training.models import layer4_side
 
 
 def _cam(features: Any, weights: Any) -> np.ndarray:
@@ -46,7 +46,7 @@ EXERCISES = {
     ),
     "hw_factor": Exercise(
         question="How many positions h x w does layer4 of ResNet18 have for 224 x 224 input images?",
-        reference=lambda image_size=224: math.ceil(image_size / 32) ** 2,
+        reference=lambda image_size=224: layer4_side(image_size) ** 2,
         hint="ResNet18 halves the resolution five times (conv1, maxpool, layer2, layer3, layer4): a stride "
         "of 32. h = w = image size / 32; the factor is h times w.",
     ),

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import faithfulness, localisation, shortcut
-from helpers.exercises import Exercise
-
-
-def _resnet_side(image_size: int) -> int:
-    """Side of ResNet18's layer4 output: conv1 (stride 2), max-pool (stride 2), layer2..4 (stride 2 each)."""
-    side = (image_size + 2 * 3 - 7) // 2 + 1  # conv1: kernel 7, padding 3
-    side = (side + 2 * 1 - 3) // 2 + 1  # max-pool: kernel 3, padding 1
-    for _ in range(3):  # first 3x3 convolution of layer2, layer3, layer4: padding 1
-        side = (side + 2 * 1 - 3) // 2 + 1
-    return side
+from helpers.course import shortcut
+from helpers.exercises.checks import Exercise
+from helpers.explain import faithfulness, localisation
+from helpers.training.models import layer4_side
 
 
 def _box_area_baseline(boxes_list, height: int, width: int) -> float:
@@ -35,7 +28,7 @@ def _deletion_gap(result: faithfulness.FaithfulnessResult) -> float:
 EXERCISES = {
     "layer4_cells": Exercise(
         question="How many cells wide is ResNet18's layer4 Grad-CAM map for an image of `image_size` pixels?",
-        reference=lambda image_size: _resnet_side(image_size),
+        reference=layer4_side,
         hint="Five stride-2 steps (conv1, the max-pool, and the start of layer2, layer3, layer4): divide by 2**5.",
     ),
     "box_area_baseline": Exercise(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers import audio, breath_data, icbhi
-from helpers.exercises import Exercise
+from helpers.breath import audio, dataset, icbhi
+from helpers.exercises.checks import Exercise
 
 
 def _n_patches(duration: float) -> int:
@@ -35,7 +35,7 @@ EXERCISES = {
     ),
     "heat_share": Exercise(
         question="Which share of a Grad-CAM band profile `profile` lies in the bands centred above 1500 Hz?",
-        reference=lambda profile, centres: breath_data.heat_share_above(profile, centres, 1500.0),
+        reference=lambda profile, centres: dataset.heat_share_above(profile, centres, 1500.0),
         hint="Sum the profile over the bands whose centre (in `centres`) is above 1500 Hz, divide by its sum.",
     ),
     "device_rule": Exercise(

@@ -9,27 +9,3 @@ Written for ipywidgets 7.7 (Colab) and 8.x alike: only APIs present in both are 
 ``HBox``, ``Layout``); no ``Dropdown(options=dict)`` ordering assumptions, no ``Tab.titles``, no
 ``description_allow_html``.
 """
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-
-def figure_output(draw: Callable[[], Any]):
-    """An ``ipywidgets.Output`` showing the matplotlib figure that ``draw()`` returns; call ``.refresh()`` to redraw."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    out = w.Output()
-
-    def refresh() -> None:
-        out.clear_output(wait=True)
-        with out:
-            fig = draw()
-            display(fig)
-            plt.close(fig)
-
-    out.refresh = refresh  # type: ignore[attr-defined]
-    return out

@@ -1,5 +1,5 @@
 """The augmentation explorer of notebook 01: sliders for rotation, shift and zoom that redraw a radiograph
-through :class:`helpers.augment.GpuAugment` (the same ``apply`` the training loop uses).
+through :class:`helpers.xray.augment.GpuAugment` (the same ``apply`` the training loop uses).
 
 Taught in ``notebooks/01_data_preparation.ipynb``. :func:`plot_augmentations` draws the static figure that
 the notebook shows first; :func:`augment_explorer` is the interactive version. Works with ipywidgets 7.7
@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from helpers.augment import AffineParams, GpuAugment
-from helpers.widgets import figure_output
+from helpers.widgets.figures import figure_output
+from helpers.xray.augment import AffineParams, GpuAugment
+from helpers.xray.plots import plot_image_row
 
 READOUT_CLASS = "xai-augment-readout"
 EXPLORER_CLASS = "xai-augment-explorer"  # on the returned box, for browser tests
@@ -29,7 +32,7 @@ PARAM_NAMES = ("angle_deg", "shift_x", "shift_y", "scale")
 def single_params(
     angle_deg: float = 0.0, shift_x: float = 0.0, shift_y: float = 0.0, scale: float = 1.0, flip: bool = False
 ) -> AffineParams:
-    """:class:`helpers.augment.AffineParams` for ONE image (tensors of shape (1,)); see its docstring for
+    """:class:`helpers.xray.augment.AffineParams` for ONE image (tensors of shape (1,)); see its docstring for
     the meaning and units (degrees counter-clockwise; shifts as fractions of the size; zoom > 1 enlarges)."""
 
     def t(value: float) -> torch.Tensor:
@@ -64,7 +67,6 @@ def plot_augmentations(
     :class:`GpuAugment` never makes). Returns the matplotlib Figure. Taught in
     ``notebooks/01_data_preparation.ipynb``.
     """
-    from helpers.eda_plots import plot_image_row
 
     shown = {}
     for name, spec in variants.items():
@@ -119,8 +121,6 @@ def augment_explorer(image: Any, *, augment: GpuAugment | None = None, title: st
     ``.values()`` (the current parameters), ``.augmented()`` (the current image, float32 H x W) and
     ``.last_figure`` (the matplotlib Figure last drawn). Taught in ``notebooks/01_data_preparation.ipynb``.
     """
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
 
     augment = augment or GpuAugment()
     values = np.asarray(image)

@@ -1,7 +1,7 @@
 """Breath-sound explorer: pick a recording, one of its annotated cycles and a cut-off frequency.
 
 Taught in ``notebooks/06_breath_sounds.ipynb``, after the static figure of
-:func:`helpers.breath_plots.plot_cycle`, which this explorer redraws for the chosen controls. Works with
+:func:`helpers.breath.plots.plot_cycle`, which this explorer redraws for the chosen controls. Works with
 ipywidgets 7.7 (Colab) and 8.x: ``Dropdown`` with a list of ``(label, value)`` pairs, ``FloatSlider``,
 ``HTML``, ``Output``, ``observe`` on ``value``.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import ipywidgets as w
 import numpy as np
 import pandas as pd
 
-from helpers import audio, breath_plots, icbhi
-from helpers.widgets import figure_output
+from helpers.breath import audio, icbhi, plots
+from helpers.widgets.figures import figure_output
 
 EXPLORER_CLASS = "xai-breath-explorer"  # on the returned box, for browser tests
 
@@ -46,16 +47,17 @@ def breath_explorer(
     recordings: pd.DataFrame, *, name: str | None = None, cycle: int = 0, cutoff_hz: float = 1500.0
 ) -> Any:
     """An ``ipywidgets.VBox``: recording and cycle drop-downs, a cut-off slider (500-2000 Hz), a one-line
-    summary (:func:`cycle_summary`) and the figure of :func:`helpers.breath_plots.plot_cycle`.
+    summary (:func:`cycle_summary`) and the figure of :func:`helpers.breath.plots.plot_cycle`.
 
-    ``recordings``: :func:`helpers.icbhi.list_recordings`. Recordings are loaded (16 kHz log-mel) when first
+    ``recordings``: :func:`helpers.breath.icbhi.list_recordings`. Recordings are loaded (16 kHz log-mel) when first
     chosen and kept. The returned box has ``controls`` (dict of the three widgets), ``summary`` (the HTML
     widget), ``output`` (the figure's Output) and ``state`` (the last drawn figure's title) for tests.
     """
-    import ipywidgets as w
 
     if recordings.empty:
-        raise ValueError("breath_explorer needs at least one recording (helpers.icbhi.list_recordings)")
+        raise ValueError(
+            "breath_explorer needs at least one recording (helpers.breath.icbhi.list_recordings)"
+        )
     rows = recordings.set_index("name")
     cache: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
 
@@ -87,7 +89,7 @@ def breath_explorer(
 
     def draw():
         features, annotation = load(recording.value)
-        fig = breath_plots.plot_cycle(
+        fig = plots.plot_cycle(
             features, annotation, cycles.value, cutoff.value, title=f"{recording.value}, cycle {cycles.value}"
         )
         state["title"] = fig.get_suptitle()

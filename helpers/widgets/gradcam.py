@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import ipywidgets as w
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from helpers import cam, localisation
-from helpers.plots import draw_boxes, show_overlay
+from helpers.explain import cam, localisation
+from helpers.explain.overlays import draw_boxes, show_overlay
+from helpers.model_state import eval_mode
+from helpers.widgets.figures import figure_output
 
 METHODS = ("Grad-CAM", "Guided backprop", "Guided Grad-CAM")
 TARGETS = (("pneumonia (target=1)", 1), ("normal (target=0)", 0))
@@ -29,7 +32,7 @@ def explain(
 ) -> np.ndarray:
     """Heatmaps of ``method`` (one of :data:`METHODS`) for images ``x`` (``B x C x H x W``, normalised as in
     training): ``B x H x W`` in [0, 1] (input gradients become ``|g|`` max over channels, see
-    :func:`helpers.localisation.to_heatmaps`). ``layer`` is ignored by guided backpropagation.
+    :func:`helpers.explain.localisation.to_heatmaps`). ``layer`` is ignored by guided backpropagation.
     Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
     if method == "Grad-CAM":
@@ -92,8 +95,6 @@ def gradcam_explorer(
     model: torch.nn.Module,
     images: Any,
     *,
-    mean: float,
-    std: float,
     boxes_list: Sequence[Any] | None = None,
     titles: Sequence[str] | None = None,
     layers: Sequence[str] = ("layer1", "layer2", "layer3", "layer4"),
@@ -104,16 +105,13 @@ def gradcam_explorer(
 ):
     """An ``ipywidgets.VBox`` to explore the explanations of ``model`` on ``images``.
 
-    ``images``: ``N x H x W`` uint8 (as in the store; normalised here with the training ``mean``/``std``);
+    ``images``: ``N x H x W`` uint8 (as in the store; the model gets them scaled to [0, 1]);
     ``boxes_list``: per image, ``(x, y, w, h)`` boxes in the images' pixels (or None). Controls: image,
     method (:data:`METHODS`), layer, target class, overlay opacity. Maps are computed once per choice and
     cached, so moving the opacity slider is instant. The returned box has ``controls`` (dict of the control
     widgets), ``info`` (the summary ``HTML``), ``output`` and ``state`` (the last heatmap and figure), for
     tests and for curious learners. Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    import ipywidgets as w
-
-    from helpers.widgets import figure_output
 
     images = np.asarray(images)
     if images.ndim != 3:
@@ -134,7 +132,7 @@ def gradcam_explorer(
 
     def tensor(i: int) -> torch.Tensor:
         x = torch.as_tensor(images[i : i + 1], dtype=torch.float32, device=device)[:, None]
-        return (x / scale - mean) / std
+        return x / scale
 
     def heatmap(i: int, meth: str, lay: str, tgt: int) -> np.ndarray:
         key = (i, meth, "-" if meth == "Guided backprop" else lay, tgt)
@@ -152,11 +150,8 @@ def gradcam_explorer(
 
     def probability(i: int) -> float:
         if i not in probabilities:
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 probabilities[i] = float(torch.sigmoid(model(tensor(i)).reshape(-1)[0]))
-            model.train(was_training)
         return probabilities[i]
 
     image_dd = w.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=0, description="image")

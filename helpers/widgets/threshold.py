@@ -13,11 +13,13 @@ import math
 import warnings
 from typing import Any
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
-from helpers import metrics
-from helpers.widgets import figure_output
+from helpers.evaluate import metrics, plots
+from helpers.widgets.figures import figure_output
 
 READOUT_CLASS = "xai-threshold-readout"
 EXPLORER_CLASS = "xai-threshold-explorer"  # on the returned box, for browser tests
@@ -30,7 +32,7 @@ def _number(value: float) -> str:
 
 
 def readout_html(m: dict[str, float]) -> str:
-    """The read-out for one operating point (a :func:`helpers.metrics.threshold_metrics` result) as HTML:
+    """The read-out for one operating point (a :func:`helpers.evaluate.metrics.threshold_metrics` result) as HTML:
     the threshold, the counts and the rates, each number in a ``<span data-metric="...">``."""
 
     def span(name: str, text: str) -> str:
@@ -59,12 +61,8 @@ def threshold_explorer(
     ``y_true`` (N,) 0/1 labels and ``prob`` (N,) probabilities, e.g. the test split; ``marks``: named
     thresholds listed under the slider (``{"Youden (val)": 0.41}``), to compare with by hand. The box carries
     ``.slider``, ``.readout`` (the HTML widget), ``.figure`` (the Output), ``.metrics()`` (the current
-    :func:`helpers.metrics.threshold_metrics`) and ``.last_figure`` (the matplotlib figure last drawn).
+    :func:`helpers.evaluate.metrics.threshold_metrics`) and ``.last_figure`` (the matplotlib figure last drawn).
     """
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-
-    from helpers import plots
 
     y, p = np.asarray(y_true), np.asarray(prob, dtype=float)
     with warnings.catch_warnings():  # validates the inputs once, up front

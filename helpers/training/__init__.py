@@ -1,0 +1,1 @@
+"""See the table of contents in ``helpers/__init__.py``."""

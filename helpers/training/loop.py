@@ -1,0 +1,462 @@
+"""A plain-PyTorch training loop that keeps the GPU busy, with checkpoints that survive interruptions.
+
+Taught in ``notebooks/02_training_resnet18.ipynb`` (and reused for the breath-sound CNN in
+``notebooks/06_breath_sounds.ipynb``). Read it in this order: :func:`train_step` (one batch),
+:func:`train_one_epoch` (one pass over the shuffled training set), :func:`evaluate` (validation loss,
+accuracy, ROC-AUC), then :func:`fit`, which repeats the two, keeps the best epoch and saves what a resumed
+run needs (:class:`helpers.training.checkpoints.RunCheckpoints`).
+
+The speed tricks, each explained where it is used:
+
+1. Data on the device (:class:`helpers.training.device_data.DeviceData`): the uint8 images are copied to GPU
+   memory once; a batch is then an ``index_select``, no DataLoader, no workers.
+2. Scaling to [0, 1] and augmentation (:class:`helpers.xray.augment.GpuAugment`) run on the device, on the
+   whole batch at once; the model standardises its own input (:mod:`helpers.training.models`).
+3. Mixed precision: bf16 autocast on Ampere and newer GPUs; fp16 + ``GradScaler`` on older ones (T4).
+4. ``channels_last`` memory layout on CUDA, which the tensor cores' convolution kernels prefer.
+5. No host synchronisation per step: the loss is summed on the device and read once per epoch; the
+   shuffling permutation is drawn on the device. (A ``loss.item()`` per step makes the CPU wait for
+   the GPU every step, so the GPU then waits for the CPU to queue the next step.)
+6. Fused Adam on CUDA (one kernel updates all parameters), ``cudnn.benchmark`` (fixed batch shapes, so
+   the fastest convolution algorithm is measured once) and optionally ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from helpers.config import pick_device
+from helpers.model_state import eval_mode
+from helpers.progress import progress_bar
+from helpers.training.checkpoints import RunCheckpoints
+from helpers.training.device_data import DeviceData, prepare_batch
+from helpers.training.inference import logits_for
+from helpers.xray.augment import GpuAugment
+
+HISTORY_COLUMNS = "epoch train_loss val_loss val_acc val_auc lr seconds images_per_s best".split()
+MONITORS = {"val_auc": "max", "val_acc": "max", "val_loss": "min"}
+
+
+def resolve_amp(amp: Any, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` ('auto', 'bf16', 'fp16', 'off', True, False or None) on ``device``.
+
+    'auto' (or True): bf16 on CUDA GPUs of compute capability >= 8 (Ampere: A100, RTX 30xx, L4, H100),
+    which needs no loss scaling; fp16 on older ones (T4, V100), with a ``GradScaler``; none on CPU/MPS.
+    """
+    if amp in (None, False, "off", "none"):
+        return None
+    if amp in ("auto", True):
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    if amp in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if amp in ("fp16", "float16"):
+        return torch.float16
+    raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+
+
+def compute_pos_weight(labels: Any) -> float:
+    """``n_negative / n_positive`` of 0/1 labels: BCE's weight that balances the two classes.
+
+    Taught in ``notebooks/02_training_resnet18.ipynb``.
+    """
+    labels = np.asarray(labels)
+    n_pos = int((labels == 1).sum())
+    if n_pos == 0 or n_pos == len(labels):
+        raise ValueError(
+            f"pos_weight needs both classes in the training labels, got {n_pos} of {len(labels)}"
+        )
+    return (len(labels) - n_pos) / n_pos
+
+
+class _Loss(nn.Module):
+    """BCEWithLogits on the single logit (B x 1 vs (B,) labels) or CrossEntropy for K > 1 logits."""
+
+    def __init__(self, n_out: int, weight: torch.Tensor | None):
+        super().__init__()
+        self.n_out = n_out
+        if n_out == 1:
+            self.loss = nn.BCEWithLogitsLoss(pos_weight=weight)
+        else:
+            self.loss = nn.CrossEntropyLoss(weight=weight)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return (
+            self.loss(logits[:, 0], labels.float()) if self.n_out == 1 else self.loss(logits, labels.long())
+        )
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimisation step on a prepared batch; returns the (detached, device) loss. No host sync.
+
+    With fp16 the ``scaler`` multiplies the loss before ``backward`` (fp16 gradients would underflow) and
+    divides the gradients before the step; a disabled scaler (bf16, fp32) passes everything through.
+
+    Taught in ``notebooks/02_training_resnet18.ipynb``.
+    """
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(x)
+    loss = loss_fn(logits, y)
+    scaler = scaler or torch.amp.GradScaler(x.device.type, enabled=False)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def _accuracy_auc(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy (threshold 0.5 / argmax) and ROC-AUC (macro one-vs-rest for K > 1; NaN if undefined)."""
+    if logits.shape[1] == 1:
+        scores, predicted = logits[:, 0], (logits[:, 0] > 0).astype(labels.dtype)
+    else:
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores, predicted = shifted / shifted.sum(axis=1, keepdims=True), logits.argmax(axis=1)
+    accuracy = float((predicted == labels).mean())
+    try:
+        if logits.shape[1] == 1:
+            auc = roc_auc_score(labels, scores)
+        else:
+            auc = roc_auc_score(
+                labels, scores, multi_class="ovr", average="macro", labels=range(logits.shape[1])
+            )
+    except ValueError:  # a class is missing from the validation labels
+        auc = math.nan
+    return accuracy, float(auc)
+
+
+def _is_better(score: float, best: float | None, mode: str) -> bool:
+    """Did the monitored ``score`` improve on ``best`` (``mode`` 'max' or 'min'; NaN never wins)?"""
+    if best is None or (math.isnan(best) and not math.isnan(score)):
+        return True
+    return score > best if mode == "max" else score < best
+
+
+def _labels_for(y: Any, n_out: int, name: str) -> np.ndarray:
+    """0/1 float32 labels for a 1-logit model, int64 class indices 0..K-1 otherwise."""
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if n_out == 1:
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"{name} must hold 0/1 labels for a 1-logit model, found {np.unique(y)[:10]}")
+        return y.astype(np.float32)
+    if y.size and (y.min() < 0 or y.max() >= n_out or not np.all(y == np.round(y))):
+        raise ValueError(f"{name} must hold class indices 0..{n_out - 1}, found {np.unique(y)[:10]}")
+    return y.astype(np.int64)
+
+
+def make_loss(n_out: int, labels: np.ndarray, pos_weight: Any, class_weights: Any, device) -> _Loss:
+    """The loss with its class balancing: BCE ``pos_weight`` (1 logit: 'auto' = n_neg / n_pos, a number or
+    None) or CE ``class_weights`` (K logits: 'auto' = balanced, K numbers or None)."""
+    if n_out == 1:
+        if pos_weight is None:
+            return _Loss(1, None)
+        if isinstance(pos_weight, str) and pos_weight == "auto":
+            pos_weight = compute_pos_weight(labels)
+        return _Loss(1, torch.tensor([float(pos_weight)], device=device))
+    if class_weights is None:
+        return _Loss(n_out, None)
+    if isinstance(class_weights, str) and class_weights == "auto":  # "balanced": N / (K * n_k)
+        counts = np.bincount(labels, minlength=n_out)
+        if (counts == 0).any():
+            raise ValueError(f"class_weights='auto' needs every class in train_y, counts {counts.tolist()}")
+        class_weights = len(labels) / (n_out * counts)
+    weights = torch.as_tensor(np.asarray(class_weights, dtype=np.float32), device=device)
+    if weights.shape != (n_out,):
+        raise ValueError(f"class_weights needs {n_out} values, got shape {tuple(weights.shape)}")
+    return _Loss(n_out, weights)
+
+
+def _output_size(model: nn.Module, image_shape: tuple[int, ...], device: torch.device) -> int:
+    """Number of logits K, found by a forward pass of one blank image in eval mode."""
+    with eval_mode(model), torch.no_grad():
+        out = model(torch.zeros((1, *image_shape), device=device))
+    if out.ndim != 2:
+        raise ValueError(f"the model should return B x K logits, it returned shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+@dataclasses.dataclass
+class Optimisation:
+    """How every step of a run is taken: the optimizer, mixed precision (the autocast dtype and the loss
+    scaler), the memory layout, and the run's seeded generators (``"order"`` for shuffling, drawn where the
+    batch indices live; ``"augment"`` on the device). Made by :func:`make_optimisation`."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    generators: dict[str, torch.Generator]
+
+
+def make_optimisation(
+    model: nn.Module,
+    data: DeviceData,
+    *,
+    lr: float,
+    weight_decay: float,
+    amp: Any,
+    channels_last: bool,
+    seed: int,
+) -> Optimisation:
+    """Adam (fused on CUDA), the autocast dtype of :func:`resolve_amp` with a ``GradScaler`` that is enabled
+    for fp16 only (a disabled scaler is a no-op), ``channels_last`` on CUDA only, and seeded generators.
+    Puts ``model`` in the chosen memory layout. Taught in ``notebooks/02_training_resnet18.ipynb``."""
+    device = data.device
+    amp_dtype = resolve_amp(amp, device)
+    channels_last = channels_last and device.type == "cuda"
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    fused = True if device.type == "cuda" else None
+    return Optimisation(
+        optimizer=torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        generators={
+            "order": torch.Generator(device=data.index_device).manual_seed(seed),
+            "augment": torch.Generator(device=device).manual_seed(seed + 1),
+        },
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: DeviceData,
+    loss_fn: nn.Module,
+    opt: Optimisation,
+    batch_size: int,
+    augment: GpuAugment | None = None,
+    bar: tqdm | None = None,
+) -> tuple[float, float]:
+    """One pass over ``data`` in a shuffled order, in fixed-size batches; returns (mean loss, images per s).
+
+    The last incomplete batch is dropped (BatchNorm cannot train on a single image). The loss is summed on
+    the device and read once at the end: the epoch's one host sync. Taught in
+    ``notebooks/02_training_resnet18.ipynb``.
+    """
+    start = time.perf_counter()
+    model.train()
+    order = torch.randperm(data.n, generator=opt.generators["order"], device=data.index_device)
+    loss_sum, seen = torch.zeros((), device=data.device), 0
+    for raw, y in data.batches(batch_size, order, drop_last=True):
+        x = prepare_batch(raw, data.scale, augment, opt.generators["augment"], opt.channels_last)
+        loss_sum += train_step(model, x, y, loss_fn, opt.optimizer, opt.scaler, opt.amp_dtype) * len(raw)
+        seen += len(raw)
+        if bar is not None:
+            bar.update()
+    return loss_sum.item() / seen, seen / (time.perf_counter() - start)
+
+
+def evaluate(
+    model: nn.Module,
+    data: DeviceData,
+    loss_fn: nn.Module,
+    batch_size: int,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """``{"val_loss", "val_acc", "val_auc"}`` on labelled ``data``: logits and loss on the device (eval mode,
+    no gradients), one copy of the logits to the host for accuracy (threshold 0.5 / argmax) and ROC-AUC
+    (macro one-vs-rest for K > 1; NaN when a class is missing). Taught in ``notebooks/02_training_resnet18.ipynb``.
+    """
+    logits = logits_for(model, data, batch_size, amp_dtype, channels_last)
+    val_loss = loss_fn(logits, data.labels).item()
+    accuracy, auc = _accuracy_auc(logits.cpu().numpy(), data.labels_np)
+    return {"val_loss": val_loss, "val_acc": accuracy, "val_auc": auc}
+
+
+@contextlib.contextmanager
+def _gpu_run(device: torch.device, batch_size: int) -> Iterator[None]:
+    """``cudnn.benchmark`` on CUDA for the run (restored after), and a CUDA out-of-memory error that says what
+    to do."""
+    benchmark_before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as error:  # the most common failure on a shared or free GPU
+        raise torch.cuda.OutOfMemoryError(
+            f"{error}\n\nThe GPU ran out of memory while training with batch_size={batch_size}. Free the memory "
+            "held by earlier runs (Colab: Runtime > Restart session), or train with a smaller batch size "
+            f"(e.g. batch_size={max(1, batch_size // 2)}). Finished epochs are saved when a checkpoint_path is "
+            "given; resume=True continues from them with the same settings only."
+        ) from error
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_before
+
+
+def _settings(augment: GpuAugment | None, **settings: Any) -> dict[str, Any]:
+    """What a resumed run must share with the saved one (see :meth:`RunCheckpoints.resume`)."""
+    if dataclasses.is_dataclass(augment):
+        settings["augment"] = dataclasses.asdict(augment)
+    else:
+        settings["augment"] = None if augment is None else repr(augment)
+    return settings
+
+
+def fit(
+    model: nn.Module,
+    train_x: Any,
+    train_y: Any,
+    val_x: Any,
+    val_y: Any,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    pos_weight: Any = "auto",
+    class_weights: Any = None,
+    augment: GpuAugment | None = None,
+    recalibrate_bn: bool = False,
+    monitor: str = "val_auc",
+    seed: int = 0,
+    device: Any = None,
+    amp: Any = "auto",
+    channels_last: bool = True,
+    compile: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_meta: dict | None = None,
+    resume: bool = False,
+    restore_best: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``model`` with Adam; returns the history, one row per epoch (columns ``HISTORY_COLUMNS``).
+
+    Images: N x H x W or N x C x H x W, uint8 (fed to the model as x / 255) or float (as is, e.g. log-mel
+    patches). Labels: 0/1 for a 1-logit model (BCEWithLogits, ``pos_weight``), 0..K-1 for K logits
+    (CrossEntropy, ``class_weights``), see :func:`make_loss`. ``augment`` applies to training batches only;
+    ``recalibrate_bn`` re-estimates the BatchNorm statistics before each validation
+    (:func:`recalibrate_batchnorm`). ``monitor`` picks the best epoch. ``amp``: see :func:`resolve_amp`.
+    Deterministic on the CPU for a given ``seed`` (it also seeds torch's global RNG, for dropout).
+
+    With ``checkpoint_path`` the best epoch is saved there (weights + ``checkpoint_meta``) and the full state
+    after every epoch beside it; ``resume=True`` continues from that state with the same history as an
+    uninterrupted run (and returns at once when the run is complete). ``restore_best`` leaves the best
+    epoch's weights in ``model``. Taught in ``notebooks/02_training_resnet18.ipynb`` and ``06_breath_sounds``.
+    """
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+    device = torch.device(device) if device is not None else pick_device()
+    torch.manual_seed(seed)
+    train, val, n_out = _device_data(model, train_x, train_y, val_x, val_y, device)
+    loss_fn = make_loss(n_out, train.labels_np, pos_weight, class_weights, device)
+    opt = make_optimisation(
+        model, train, lr=lr, weight_decay=weight_decay, amp=amp, channels_last=channels_last, seed=seed
+    )
+    settings = _settings(augment, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    settings.update(
+        monitor=monitor, recalibrate_bn=recalibrate_bn, n_train=train.n, n_val=val.n, num_classes=n_out
+    )
+    meta = {"image_size": list(train.image_shape[1:]), "num_classes": n_out, "monitor": monitor}
+    meta.update(pos_weight=_loss_pos_weight(loss_fn), **(checkpoint_meta or {}))
+    run = RunCheckpoints(checkpoint_path, settings, meta)
+    history, best = run.resume(model, opt) if resume else ([], None)
+    step_model = torch.compile(model) if compile else model
+    with _gpu_run(device, batch_size):
+        for epoch in range(len(history), epochs):
+            start = time.perf_counter()
+            bar = progress_bar(
+                total=max(1, train.n // batch_size), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress
+            )
+            train_loss, images_per_s = train_one_epoch(
+                step_model, train, loss_fn, opt, batch_size, augment, bar
+            )
+            if recalibrate_bn:
+                recalibrate_batchnorm(model, train, 2 * batch_size, opt.amp_dtype, opt.channels_last)
+            scores = evaluate(model, val, loss_fn, 2 * batch_size, opt.amp_dtype, opt.channels_last)
+            improved = _is_better(scores[monitor], best, MONITORS[monitor])
+            best = scores[monitor] if improved else best
+            seconds = time.perf_counter() - start
+            row = {"epoch": epoch + 1, "train_loss": train_loss, **scores, "lr": lr, "seconds": seconds}
+            history.append({**row, "images_per_s": images_per_s, "best": improved})
+            run.end_epoch(model, opt, history, best, improved)
+            bar.set_postfix({"train_loss": f"{train_loss:.4f}", monitor: f"{scores[monitor]:.4f}"})
+            bar.close()
+    if restore_best:
+        run.restore_best(model)
+    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def _device_data(
+    model: nn.Module, train_x: Any, train_y: Any, val_x: Any, val_y: Any, device: torch.device
+) -> tuple[DeviceData, DeviceData, int]:
+    """The training and validation sets on ``device`` with checked labels, and the model's number of logits."""
+    image_shape = tuple(train_x.shape[1:]) if len(train_x.shape) == 4 else (1, *train_x.shape[1:])
+    n_out = _output_size(model.to(device), image_shape, device)
+    train = DeviceData(train_x, _labels_for(train_y, n_out, "train_y"), device)
+    val = DeviceData(val_x, _labels_for(val_y, n_out, "val_y"), device)
+    if train.n < 2 or val.n < 1:
+        raise ValueError(
+            f"fit needs 2 or more training images and 1 or more for validation, got {train.n} and {val.n}"
+        )
+    return train, val, n_out
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module,
+    data: DeviceData,
+    batch_size: int = 128,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> int:
+    """Re-estimate every BatchNorm's running mean and variance on ``data``; returns the number of layers.
+
+    In training mode BatchNorm normalises with the statistics of the batch; in eval mode with running
+    averages updated at every step with momentum 0.1, so after ``t`` steps the start values (mean 0,
+    variance 1) still weigh ``0.9**t`` (0.39 after 9 steps) and the older steps, taken with other
+    weights, weigh most of the rest. With only a few steps per run (smoke mode) the eval-mode network then
+    sees wrongly scaled activations: huge logits and a validation loss far above the training loss.
+    This recomputes the statistics with the current weights: running averages reset, then one pass over
+    ``data`` (no augmentation, no gradients) with exact averaging (``momentum=None``), every other module
+    in eval mode ("precise BN", Wu & Johnson 2021). Cost: one forward pass over ``data``.
+    Weights are untouched; the train/eval flags and momenta are restored. Taught in
+    ``notebooks/02_training_resnet18.ipynb``.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    drop_last = data.n > batch_size and data.n % batch_size == 1  # a batch of one has no variance
+    with eval_mode(model):
+        try:
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # cumulative average over the batches of this pass
+                norm.train()
+            for raw, _ in data.batches(batch_size, drop_last=drop_last) if norms else ():
+                x = prepare_batch(raw, data.scale, channels_last=channels_last)
+                with torch.autocast(
+                    x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ):
+                    model(x)
+        finally:
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
+    return len(norms)
+
+
+def _loss_pos_weight(loss_fn: _Loss) -> float | None:
+    """The ``pos_weight`` a BCE loss uses (for the checkpoint's meta), else None."""
+    weight = getattr(loss_fn.loss, "pos_weight", None)
+    return None if weight is None else float(weight)
