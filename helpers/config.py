@@ -15,6 +15,9 @@ can be overridden with an environment variable:
   smoke-test artefacts never mix with real ones.
 
 Nothing is cached between calls: :func:`get_settings` reads the environment each time.
+
+torch is imported inside the three functions that need it: this module is imported by everything, including
+``data_download.py`` and the data code, which must start fast and work before torch is importable.
 """
 
 from __future__ import annotations
