@@ -1,5 +1,9 @@
-"""Tests for helpers.explain.cam: shapes, known answers (CAM <-> logit, CAM <-> Grad-CAM, a manual block), targets,
-layer names, and that the model, its parameters and the input are left exactly as they were."""
+"""Tests for helpers.explain.cam: shapes, known answers (CAM <-> logit, CAM <-> Grad-CAM, a manual block),
+targets, layer names, and that the model, its parameters and the input are left exactly as they were.
+
+Most tests use a bare torchvision ResNet18; the course's ``resnet18_xray`` puts its input standardisation
+(``normalise``) in front, and the tests at the end check that the explanations see through it: maps of an
+image in [0, 1] equal those of the bare network on the standardised image, input gradients pick up 1 / std."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from helpers.explain.cam import (
     resolve_layer,
     target_scores,
 )
+from helpers.training.models import resnet18_xray
 
 
 def xray_resnet18(num_classes: int = 1) -> nn.Module:
@@ -242,6 +247,8 @@ class Raiser(nn.Module):
 @pytest.mark.parametrize("name", sorted(EXPLAINERS))
 def test_hooks_are_removed_and_modes_restored_when_the_forward_raises(name, images):
     model = xray_resnet18().train()
+    model.layer2.eval()  # mixed modes here too: each module gets its own flag back
+    model.layer4[1].bn2.eval()
     model.avgpool = Raiser()  # raises after the hooks on layer3, layer4 and the ReLUs have run
     before = snapshot(model)
     with pytest.raises(RuntimeError, match="boom"):
@@ -304,3 +311,84 @@ def test_bad_images_are_refused(resnet):
         grad_cam(resnet, torch.zeros(1, 64, 64), "layer4")
     with pytest.raises(ValueError, match="dtype torch.uint8"):
         guided_backprop(resnet, torch.zeros(1, 1, 64, 64, dtype=torch.uint8))
+
+
+# ------------------------------------------------------------------ the course model: normalise in front
+
+
+MEAN, STD = 0.4, 0.2
+
+
+@pytest.fixture(scope="module")
+def course_model() -> nn.Module:
+    torch.manual_seed(2)  # random weights whose layer4 Grad-CAM is not all zero for unit_images
+    return resnet18_xray(mean=MEAN, std=STD).eval()
+
+
+@pytest.fixture(scope="module")
+def bare(course_model) -> nn.Module:
+    """The same weights without ``normalise``: a torchvision ResNet18 that takes standardised images."""
+    model = xray_resnet18()
+    weights = {k: v for k, v in course_model.state_dict().items() if not k.startswith("normalise.")}
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def unit_images() -> torch.Tensor:
+    return torch.rand(2, 1, 96, 64, generator=torch.Generator().manual_seed(1))  # images in [0, 1]
+
+
+def test_the_course_model_standardises_first(course_model, bare, unit_images):
+    assert next(iter(course_model.named_children()))[0] == "normalise"
+    with torch.no_grad():
+        assert torch.allclose(course_model(unit_images), bare((unit_images - MEAN) / STD), atol=1e-5)
+
+
+def test_cam_and_grad_cam_of_the_course_model_are_those_of_the_standardised_image(
+    course_model, bare, unit_images
+):
+    standardised = (unit_images - MEAN) / STD
+    cam = class_activation_map(course_model, unit_images)
+    with torch.no_grad():
+        logits = course_model(unit_images)[:, 0]
+    assert torch.allclose(cam.mean(dim=(1, 2)) + course_model.fc.bias, logits, atol=1e-5)
+    assert torch.allclose(cam, class_activation_map(bare, standardised), atol=1e-5)
+    for layer in ("layer4", "layer3"):
+        raw = grad_cam(course_model, unit_images, layer, normalize=False, upsample=False)
+        assert (raw.amax(dim=(1, 2)) > 0).all()  # not a vacuous match of zero maps
+        expected = grad_cam(bare, standardised, layer, normalize=False, upsample=False)
+        assert torch.allclose(raw, expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(
+        grad_cam(course_model, unit_images, "layer4"), grad_cam(bare, standardised, "layer4"), atol=1e-5
+    )
+
+
+def test_input_gradients_of_the_course_model_are_in_image_space(course_model, bare, unit_images):
+    """d/dx f((x - mean) / std) = f'(.) / std: guided backprop answers for the image in [0, 1]."""
+    standardised = (unit_images - MEAN) / STD
+    for target in (1, 0):
+        ours = guided_backprop(course_model, unit_images, target=target)
+        expected = guided_backprop(bare, standardised, target=target) / STD
+        assert ours.shape == unit_images.shape and ours.abs().max() > 0
+        assert torch.allclose(ours, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+    ggc = guided_grad_cam(course_model, unit_images, "layer4")
+    expected = guided_backprop(bare, standardised) / STD * grad_cam(bare, standardised, "layer4")[:, None]
+    assert torch.allclose(ggc, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_the_course_model_is_left_as_it_was_buffers_and_modes_included(name, unit_images):
+    torch.manual_seed(2)
+    model = resnet18_xray(mean=MEAN, std=STD).train()
+    model.normalise.eval()  # mixed modes: each module gets its own flag back
+    model.layer2[0].bn1.eval()
+    before = snapshot(model)  # the state holds normalise.mean/std and every BatchNorm's running statistics
+    assert {"normalise.mean", "normalise.std", "layer1.0.bn1.running_mean"} <= before["state"].keys()
+    result = EXPLAINERS[name](model, unit_images)
+    assert_unchanged(model, before)  # running statistics unchanged: the forward ran in eval mode
+    assert torch.isfinite(result).all() and result.abs().max() > 0
+    model.avgpool = Raiser()
+    with pytest.raises(RuntimeError, match="boom"):
+        EXPLAINERS[name](model, unit_images)
+    assert_unchanged(model, before)

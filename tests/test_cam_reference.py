@@ -1,10 +1,16 @@
-"""helpers.explain.cam against two independent implementations: Captum and pytorch-grad-cam (test-only dependencies).
+"""helpers.explain.cam against two independent implementations: Captum and pytorch-grad-cam (test-only
+dependencies).
 
 Conventions made equal: Captum's LayerGradCam with ``relu_attributions=True``, then bilinear upsampling
 (``align_corners=False``) and per-image min-max; pytorch-grad-cam's GradCAM scales each map to [0, 1] at
 the layer's resolution, resizes it with ``cv2.resize`` (bilinear, half-pixel centres like
 ``align_corners=False``) and scales again, which equals our upsample-then-scale up to its 1e-7 epsilon.
 Random weights, seeded, eval mode, small inputs.
+
+Each comparison gives the same model and the same input to both sides. Most use a bare torchvision ResNet18
+(standardised inputs); the last test uses the course's ``resnet18_xray`` itself, whose ``normalise`` module
+standardises an image in [0, 1] with a non-trivial mean and std inside the model, so the input gradients of
+both sides are taken with respect to that image.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torchvision
 from torch import nn
 
 from helpers.explain.cam import grad_cam, guided_backprop, guided_grad_cam, min_max_normalize, resolve_layer
+from helpers.training.models import resnet18_xray
 
 captum_attr = pytest.importorskip("captum.attr")
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
@@ -140,3 +147,32 @@ def test_guided_grad_cam_matches_captum_with_bilinear_interpolation(resnet, xray
     gb = captum_attr.GuidedBackprop(resnet).attribute(xray.clone(), target=0)
     assert close(guided_grad_cam(resnet, xray, "layer4"), gb * cam[:, None])
     assert np.isfinite(ours.numpy()).all()
+
+
+@pytest.fixture(scope="module")
+def course_model() -> nn.Module:
+    torch.manual_seed(2)  # random weights whose Grad-CAM is not all zero for unit_xray
+    return resnet18_xray(mean=0.4, std=0.2).eval()
+
+
+@pytest.fixture(scope="module")
+def unit_xray() -> torch.Tensor:
+    return torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))  # images in [0, 1]
+
+
+def test_the_course_model_matches_both_libraries(course_model, unit_xray):
+    """resnet18_xray with its input standardisation (mean 0.4, std 0.2) in front: Grad-CAM against Captum and
+    pytorch-grad-cam, guided backpropagation against Captum, both targets, the same image in [0, 1]."""
+    assert next(iter(course_model.named_children()))[0] == "normalise"
+    for layer in ("layer4", "layer3"):
+        module = resolve_layer(course_model, layer)
+        ours = grad_cam(course_model, unit_xray, layer, target=1)
+        assert (ours.amax(dim=(1, 2)) == 1).all()  # a real map for each image, not two zero maps
+        assert close(ours, captum_grad_cam(course_model, module, unit_xray, 0))
+        assert close(ours, library_grad_cam(course_model, module, unit_xray, [ClassifierOutputTarget(0)] * 2))
+        negative = captum_grad_cam(Negated(course_model), module, unit_xray, 0)
+        assert close(grad_cam(course_model, unit_xray, layer, target=0), negative)
+    for target, model in ((1, course_model), (0, Negated(course_model))):
+        reference = captum_attr.GuidedBackprop(model).attribute(unit_xray.clone(), target=0)
+        ours = guided_backprop(course_model, unit_xray, target=target)
+        assert ours.abs().max() > 0 and close(ours, reference)

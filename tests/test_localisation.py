@@ -54,6 +54,10 @@ def test_scale_boxes_from_dicom_to_map_pixels():
     # (H, W) sizes: x and w follow the widths, y and h the heights
     assert loc.scale_boxes([(10, 10, 20, 20)], (100, 200), (50, 50)) == [(2.5, 5.0, 5.0, 10.0)]
     assert loc.scale_boxes([], 1024, 224) == []
+    # the DICOM -> 224-pixel Grad-CAM overlay of notebook 05 (factor 7 / 32)
+    assert loc.scale_boxes([(100, 200, 50, 40)], 1024, 224) == [(21.875, 43.75, 10.9375, 8.75)]
+    # one box on its own (not in a list), a wide image made square
+    assert loc.scale_boxes((40, 20, 8, 10), (200, 400), (100, 100)) == [(10.0, 10.0, 2.0, 5.0)]
     with pytest.raises(ValueError, match="from_size: expected a positive size"):
         loc.scale_boxes([(0, 0, 1, 1)], 0, 224)
 

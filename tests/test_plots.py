@@ -1,4 +1,8 @@
-"""Tests of helpers.evaluate.plots: titles, labels, artists and data of each figure; overlay values; box scaling."""
+"""Tests of helpers.evaluate.plots: titles, labels, artists and data of each figure.
+
+Learning curves (helpers.training.plots) are tested in tests/test_training_plots.py, heatmap overlays, boxes
+and galleries (helpers.explain.overlays) in tests/test_overlays.py, box scaling in tests/test_localisation.py.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
 
-from helpers.evaluate import metrics, plots  # noqa: E402
+from helpers.evaluate import bootstrap, metrics, plots  # noqa: E402
 
 # The worked example of tests/test_metrics.py: at 0.5, tn = 3, fp = 2, fn = 1, tp = 2; AUC 11/15, AP 53/90.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
@@ -102,122 +104,6 @@ def test_subgroup_chart_error_bars_from_a_subgroup_table():
     assert ax.get_title() == "sensitivity by subgroup"
     with pytest.raises(ValueError, match=r"columns \['auc_low', 'auc_high'\] missing"):
         plots.plot_subgroups(table[["subgroup", "n", "auc"]], "auc")
-
-
-HISTORY = pd.DataFrame(
-    {
-        "epoch": [1, 2, 3, 4],
-        "train_loss": [0.7, 0.5, 0.4, 0.3],
-        "val_loss": [0.69, 0.48, 0.5, 0.52],  # lowest at epoch 2
-        "train_acc": [0.5, 0.7, 0.8, 0.85],
-        "val_acc": [0.55, 0.7, 0.78, 0.76],  # highest at epoch 3
-        "lr": [1e-4] * 4,
-    }
-)
-
-
-def test_learning_curves_mark_the_best_epoch():
-    fig = training_plots.plot_learning_curves(HISTORY)
-    loss_ax, metric_ax = fig.axes
-    assert [line.get_label() for line in loss_ax.lines[:2]] == ["train_loss", "val_loss"]
-    assert [line.get_label() for line in metric_ax.lines[:2]] == [
-        "train_acc",
-        "val_acc",
-    ]  # lr is not a metric
-    for ax in (loss_ax, metric_ax):
-        assert len(ax.lines) == 3 and list(ax.lines[2].get_xdata()) == [3, 3]
-        assert ax.get_xlabel() == "epoch"
-    assert metric_ax.lines[2].get_label() == "best epoch 3 (val_acc = 0.780)"
-    assert loss_ax.get_ylabel() == "loss (mean per image)" and metric_ax.get_ylabel() == "metric (fraction)"
-    assert fig.get_suptitle() == "Learning curves"
-    by_loss = training_plots.plot_learning_curves(HISTORY, monitor="val_loss", mode="min")
-    assert list(by_loss.axes[0].lines[2].get_xdata()) == [2, 2]
-    only_losses = training_plots.plot_learning_curves(HISTORY[["train_loss", "val_loss"]])
-    assert list(only_losses.axes[0].lines[2].get_xdata()) == [2, 2]  # epochs from the index, val_loss min
-    with pytest.raises(ValueError, match="monitor column 'val_auc' not in history"):
-        training_plots.plot_learning_curves(HISTORY, monitor="val_auc")
-
-
-def test_learning_curves_default_to_the_saved_checkpoint_of_helpers_train():
-    # helpers.training.loop.fit flags each epoch that improved its monitor; the checkpoint is the last flagged one.
-    history = HISTORY.assign(val_auc=[0.6, 0.7, 0.72, 0.8], best=[True, True, True, True])
-    history.loc[3, "best"] = False
-    fig = training_plots.plot_learning_curves(history)
-    assert list(fig.axes[1].lines[-1].get_xdata()) == [3, 3]
-    assert fig.axes[1].lines[-1].get_label() == "best epoch 3 (saved checkpoint)"
-    assert [line.get_label() for line in fig.axes[1].lines[:3]] == ["train_acc", "val_acc", "val_auc"]
-
-
-def test_overlay_shape_range_and_blend():
-    image = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
-    heat = np.linspace(0, 5, 12).reshape(3, 4)
-    rgb = overlays.overlay(image, heat, alpha=0.4)
-    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.float32
-    assert rgb.min() >= 0 and rgb.max() <= 1
-    grey = (image - image.min()) / np.ptp(image)
-    np.testing.assert_allclose(
-        overlays.overlay(image, heat, alpha=0.0), np.repeat(grey[..., None], 3, -1), atol=1e-6
-    )
-    jet = colormaps["jet"](heat / 5)[..., :3]
-    np.testing.assert_allclose(overlays.overlay(image, heat, alpha=1.0), jet, atol=1e-6)
-    np.testing.assert_allclose(rgb, 0.6 * grey[..., None] + 0.4 * jet, atol=1e-6)
-
-
-def test_overlay_resizes_small_heatmaps_and_rejects_bad_input():
-    rgb = overlays.overlay(np.zeros((32, 48)), np.arange(4.0).reshape(2, 2), alpha=1.0)
-    assert rgb.shape == (32, 48, 3)
-    np.testing.assert_allclose(
-        rgb[0, 0], colormaps["jet"](0.0)[:3], atol=1e-6
-    )  # corners keep the corner value
-    np.testing.assert_allclose(rgb[-1, -1], colormaps["jet"](1.0)[:3], atol=1e-6)
-    assert overlays.overlay(np.ones((4, 4)), np.ones((4, 4))).max() <= 1  # constant inputs do not divide by zero
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
-        overlays.overlay(np.zeros((4, 4)), np.zeros((4, 4)), alpha=1.5)
-    with pytest.raises(ValueError, match=r"heatmap must be H x W .* got shape \(2, 4, 4\)"):
-        overlays.overlay(np.zeros((4, 4)), np.zeros((2, 4, 4)))
-
-
-def test_show_overlay_colour_bar_boxes_and_labels():
-    ax = overlays.show_overlay(
-        None, np.zeros((16, 16)), np.eye(16), boxes=[(2, 3, 4, 5), (8, 8, 2, 2)], title="Grad-CAM"
-    )
-    (colour_bar_ax,) = [a for a in ax.figure.axes if a is not ax]
-    assert colour_bar_ax.get_ylabel() == "relevance (normalised)"
-    assert len(ax.images) == 1 and len(ax.patches) == 2
-    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("Grad-CAM", "x (pixels)", "y (pixels)")
-
-
-def test_scale_and_draw_boxes():
-    np.testing.assert_allclose(
-        localisation.scale_boxes([(100, 200, 50, 40)], 1024, 224), [[21.875, 43.75, 10.9375, 8.75]]
-    )
-    # Sizes are (height, width): x and w scale with the width, y and h with the height.
-    np.testing.assert_allclose(localisation.scale_boxes((40, 20, 8, 10), (200, 400), (100, 100)), [[10, 10, 2, 5]])
-    _, ax = plt.subplots()
-    (rect,) = overlays.draw_boxes(ax, [(10, 20, 5, 6)])
-    assert isinstance(rect, Rectangle)
-    assert rect.get_xy() == (9.5, 19.5) and (rect.get_width(), rect.get_height()) == (5, 6)
-    assert overlays.draw_boxes(ax, []) == [] and len(ax.patches) == 1  # a negative patient: no boxes
-    with pytest.raises(ValueError, match=r"expected \(x, y, w, h\) boxes, got shape \(1, 3\)"):
-        overlays.draw_boxes(ax, [(1, 2, 3)])
-
-
-def test_gallery_grid_titles_boxes_and_colour_bar():
-    images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8), dtype=np.uint8)
-    heat = [np.eye(8)] * 4 + [None]
-    fig = overlays.plot_gallery(images, titles=list("abcde"), boxes=[[(1, 1, 3, 3)]] * 5, heatmaps=heat, ncols=3)
-    tiles, colour_bars = fig.axes[:6], fig.axes[6:]
-    assert [t.get_title() for t in tiles[:5]] == list("abcde")
-    assert [len(t.patches) for t in tiles[:5]] == [1] * 5
-    assert not tiles[5].axison  # the spare tile is blank
-    assert len(colour_bars) == 1 and colour_bars[0].get_ylabel() == "relevance (normalised)"
-    assert tiles[4].images[0].get_array().ndim == 2  # no heatmap: the grey image itself
-    assert fig.get_suptitle() == "Images"
-    _, given = plt.subplots(1, 2)
-    plain = overlays.plot_gallery(images[:2], ax=given, title="Two")
-    assert plain is given[0].figure and len(plain.axes) == 2  # no heatmaps, no colour bar
-    with pytest.raises(ValueError, match="3 titles for 5 images"):
-        overlays.plot_gallery(images, titles=["a", "b", "c"])
 
 
 def test_score_histogram_counts_each_class_and_marks_the_threshold():

@@ -1,4 +1,7 @@
-"""helpers.explain.sanity: cascading randomisation with a small CNN and an input-gradient explainer."""
+"""helpers.explain.sanity: cascading randomisation with a small CNN and an input-gradient explainer.
+
+Cascading randomisation is two calls, :func:`sanity.randomisation_maps` then
+:func:`sanity.randomisation_table` (``cascade`` below); there is no one-call version."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import torchvision
 from scipy.stats import spearmanr
 from torch import nn
 
-from helpers.explain import sanity
+from helpers.explain import cam, sanity
+from helpers.training.models import resnet18_xray
 
 
 def small_cnn() -> nn.Module:
@@ -33,13 +37,19 @@ def input_gradient(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return grad[:, 0]
 
 
+def cascade(model: nn.Module, x: torch.Tensor, explain, *, layers=None, seed: int = 0) -> pd.DataFrame:
+    """Cascading randomisation as the notebook runs it: the maps of each step, then their correlations."""
+    maps = sanity.randomisation_maps(model, x, explain, layers=layers, seed=seed, progress=False)
+    return sanity.randomisation_table(maps)
+
+
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
 
 
 def test_randomising_every_layer_destroys_the_input_gradient(images):
-    table = sanity.cascading_randomisation(small_cnn(), images, input_gradient, seed=0)
+    table = cascade(small_cnn(), images, input_gradient, seed=0)
     assert list(table["randomised"]) == ["original", "6", "2", "0"]  # generic order: children, top first
     assert list(table["step"]) == [0, 1, 2, 3]
     first = table.iloc[0]
@@ -58,19 +68,22 @@ def test_callers_model_and_global_rng_are_untouched(images):
     model = small_cnn()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    sanity.cascading_randomisation(model, images, input_gradient, seed=0)
+    table = cascade(model, images, input_gradient, seed=0)
     assert torch.equal(torch.get_rng_state(), rng)
+    assert table["spearman_mean"].iloc[-1] < 0.4  # the copy was randomised ...
     after = model.state_dict()
     assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # ... the caller's model was not
+    np.testing.assert_array_equal(cascade(model, images, input_gradient, seed=0)["spearman"][0], np.ones(4))
 
 
 def test_seeded_and_deterministic(images):
-    a = sanity.cascading_randomisation(small_cnn(), images, input_gradient, seed=7)
-    b = sanity.cascading_randomisation(small_cnn(), images, input_gradient, seed=7)
-    c = sanity.cascading_randomisation(small_cnn(), images, input_gradient, seed=8)
+    a = cascade(small_cnn(), images, input_gradient, seed=7)
+    b = cascade(small_cnn(), images, input_gradient, seed=7)
+    c = cascade(small_cnn(), images, input_gradient, seed=8)
     columns = ["spearman_mean", "abs_spearman_mean"]
     pd.testing.assert_frame_equal(a[columns], b[columns])
+    assert all(np.array_equal(x, y) for x, y in zip(a["spearman"], b["spearman"], strict=True))
     assert not np.allclose(a[columns].to_numpy()[1:], c[columns].to_numpy()[1:])
 
 
@@ -80,7 +93,7 @@ def test_constant_maps_are_counted_and_score_zero(images):
         grad = input_gradient(model, x)
         return grad if torch.equal(model[6].weight, small_cnn()[6].weight) else torch.zeros_like(grad)
 
-    table = sanity.cascading_randomisation(small_cnn(), images, dead_after_fc, layers=["6", "2"])
+    table = cascade(small_cnn(), images, dead_after_fc, layers=["6", "2"])
     assert list(table["n_constant"]) == [0, 4, 4]
     assert list(table["spearman_mean"]) == [1.0, 0.0, 0.0]
     assert list(table["abs_spearman_std"]) == [0.0, 0.0, 0.0]
@@ -99,6 +112,29 @@ def test_default_layer_order_for_a_resnet():
     expected = [("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1",), ("conv1", "bn1")]
     assert sanity.default_layer_order(model) == expected
     assert sanity.default_layer_order(small_cnn()) == [("6",), ("2",), ("0",)]
+
+
+def test_the_course_model_keeps_its_input_standardisation_through_the_cascade():
+    """resnet18_xray has ``normalise`` (buffers, no parameters) in front: it is never randomised, so every
+    step explains the same standardised input; the caller's model, buffers included, is left as it was."""
+    torch.manual_seed(1)  # random weights whose Grad-CAM at layer4 is not all zero for these images
+    model = resnet18_xray(mean=0.4, std=0.2).eval()
+    expected = [("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1",), ("conv1", "bn1")]
+    assert sanity.default_layer_order(model) == expected
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+
+    def grad_cam_layer4(work: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        seen.append((float(work.normalise.mean), float(work.normalise.std)))
+        return cam.grad_cam(work, x, "layer4")
+
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    table = cascade(model, x, grad_cam_layer4, layers=["fc", "layer4"])
+    assert list(table["randomised"]) == ["original", "fc", "layer4"]
+    assert table["n_constant"][0] == 0 and table["spearman_mean"][0] == 1.0
+    assert seen == [(pytest.approx(0.4), pytest.approx(0.2))] * 3
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and all(not m.training for m in model.modules())
 
 
 def test_reinitialise_is_seeded_resets_batch_norm_and_rejects_unknown_parameters():
@@ -123,7 +159,7 @@ def test_reinitialise_is_seeded_resets_batch_norm_and_rejects_unknown_parameters
 
 def test_unknown_layer_name_suggests_close_matches(images):
     model = torchvision.models.resnet18(num_classes=1)
-    with pytest.raises(ValueError, match=r"no submodule 'layer5'; did you mean layer"):
+    with pytest.raises(ValueError, match=r"ResNet has no layer named 'layer5'; did you mean 'layer\d'"):
         sanity.randomisation_maps(model, images, input_gradient, layers=["layer5"])
 
 

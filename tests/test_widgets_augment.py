@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.xray.augment import GpuAugment  # noqa: E402
 from helpers.widgets import augment as A  # noqa: E402
+from helpers.xray.augment import GpuAugment  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

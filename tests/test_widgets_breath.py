@@ -11,11 +11,11 @@ import pytest
 
 matplotlib.use("Agg")
 
+pytest.importorskip("ipywidgets")  # before helpers.widgets, which imports it
+
 from helpers.breath import audio, icbhi  # noqa: E402
 from helpers.data.synthetic_audio import make_icbhi_like  # noqa: E402
 from helpers.widgets import breath  # noqa: E402
-
-pytest.importorskip("ipywidgets")
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ EXPLORER_CLASS = "xai-gradcam-explorer"  # on the returned box, for browser test
 def explain(
     model: torch.nn.Module, x: torch.Tensor, method: str, layer: str = "layer4", target: int = 1
 ) -> np.ndarray:
-    """Heatmaps of ``method`` (one of :data:`METHODS`) for images ``x`` (``B x C x H x W``, normalised as in
-    training): ``B x H x W`` in [0, 1] (input gradients become ``|g|`` max over channels, see
-    :func:`helpers.explain.localisation.to_heatmaps`). ``layer`` is ignored by guided backpropagation.
-    Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
+    """Heatmaps of ``method`` (one of :data:`METHODS`) for images ``x`` (``B x C x H x W`` in [0, 1]; the
+    model standardises them itself): ``B x H x W`` in [0, 1] (input gradients become ``|g|`` max over
+    channels, see :func:`helpers.explain.localisation.to_heatmaps`). ``layer`` is ignored by guided
+    backpropagation. Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
     if method == "Grad-CAM":
         maps = cam.grad_cam(model, x, layer, target)
