@@ -164,10 +164,26 @@ def test_bad_inputs_raise_clear_errors(region, images):
     model = RegionMean(region).eval()
     with pytest.raises(ValueError, match=r"maps: expected B x H x W = \(3, 12, 12\)"):
         faith.deletion_insertion(model, images, torch.zeros(3, 1, SIZE, SIZE))
-    with pytest.raises(ValueError, match="call model.eval"):
-        faith.deletion_insertion(RegionMean(region).train(), images, region.expand(3, SIZE, SIZE))
     with pytest.raises(ValueError, match="mode: expected one of"):
         faith.perturbation_curves(model, images, faith.random_order(3, SIZE * SIZE), mode="erase")
+
+
+def test_a_model_in_training_mode_is_run_in_eval_mode_and_left_as_it_was(images):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 1),
+    )  # fmt: skip
+    net.train()
+    net[1].eval()  # mixed flags: one module frozen in eval mode inside a training model
+    stats = net[1].running_mean.clone()
+    order = faith.random_order(3, SIZE * SIZE, seed=1)
+    in_training = faith.perturbation_curves(net, images, order, mode="deletion", steps=4, batch_size=5)
+    assert [m.training for m in net] == [True, False, True, True, True, True]
+    assert torch.equal(net[1].running_mean, stats)  # batch norm statistics untouched
+    net.eval()
+    in_eval = faith.perturbation_curves(net, images, order, mode="deletion", steps=4, batch_size=5)
+    np.testing.assert_allclose(in_training, in_eval, rtol=1e-6)  # batch composition no longer matters
 
 
 def test_random_reference_is_seeded(region, images):

@@ -26,6 +26,7 @@ import torchvision.transforms.functional as TF
 from scipy.integrate import trapezoid
 from torch import nn
 
+from helpers.model_state import eval_mode
 from helpers.progress import progress_bar
 
 MODES = ("deletion", "insertion")
@@ -130,17 +131,14 @@ def perturbation_curves(
     ``order`` (``B x H*W``, from :func:`relevance_order` or :func:`random_order`) says which pixels go
     first. Deletion replaces them with ``baseline`` (see :func:`make_baseline`) in ``x``; insertion copies
     them from ``x`` into the baseline. Point ``k`` is :func:`target_probability` after ``round(k N / K)``
-    pixels. ``model`` must be in eval mode (batch norm would otherwise mix images) and on ``x``'s device.
+    pixels. ``model`` runs in eval mode (batch norm would otherwise mix the perturbed images) and must be on
+    ``x``'s device; every submodule's train/eval flag is restored afterwards.
     Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size: expected >= 1, got {steps} and {batch_size}")
-    if model.training:
-        raise ValueError(
-            "model: call model.eval() first (in training mode batch norm mixes the perturbed images)"
-        )
     n_images, channels, height, width = x.shape
     if tuple(order.shape) != (n_images, height * width):
         raise ValueError(f"order: expected B x H*W = {(n_images, height * width)}, got {tuple(order.shape)}")
@@ -153,7 +151,7 @@ def perturbation_curves(
     first, second = (base, x) if mode == "deletion" else (x, base)  # pixels in the prefix come from `first`
     pairs = torch.cartesian_prod(torch.arange(n_images), torch.arange(steps + 1)).to(x.device)
     scores = torch.empty(len(pairs), dtype=torch.float64)
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in progress_bar(range(0, len(pairs), batch_size), enabled=progress, desc=mode):
             img, step = pairs[start : start + batch_size].unbind(1)
             prefix = (ranks[img] < counts[step, None]).reshape(-1, 1, height, width)
