@@ -177,3 +177,8 @@ def test_rank_correlation_matches_scipy_and_handles_constant_maps():
     assert np.isnan(sanity.rank_correlation(np.zeros((1, 5, 5)), a[:1], constant=np.nan)[0])
     with pytest.raises(ValueError, match="expected the shape of the reference maps"):
         sanity.rank_correlation(a, b[:2])
+
+
+def test_an_empty_layer_list_is_refused_not_replaced_by_the_default():
+    with pytest.raises(ValueError, match="nothing to randomise"):
+        sanity.randomisation_maps(small_cnn(), torch.rand(2, 1, 16, 16), input_gradient, layers=[])

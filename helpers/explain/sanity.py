@@ -103,9 +103,12 @@ def randomisation_maps(
     Each step's re-initialisation has its own seed derived from ``seed``. Works on a deep copy of ``model``.
     Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    groups = [(g,) if isinstance(g, str) else tuple(g) for g in (layers or default_layer_order(model))]
+    layers = default_layer_order(model) if layers is None else layers
+    groups = [(g,) if isinstance(g, str) else tuple(g) for g in layers]
     if not groups:
-        raise ValueError("layers: nothing to randomise (the model has no children with parameters)")
+        raise ValueError(
+            "layers: nothing to randomise (an empty list, or a model without children with parameters)"
+        )
     work = copy.deepcopy(model)
     modules = [[resolve_layer(work, name) for name in group] for group in groups]
 
