@@ -18,16 +18,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from helpers.explain.cam import grad_cam, min_max_normalize
+from helpers.training.models import resnet18_xray
 
 
 def xray_resnet18() -> torch.nn.Module:
-    """The course's model shape (torchvision ResNet18, 1-channel conv1, 1-logit fc), random weights."""
-    model = torchvision.models.resnet18(num_classes=1)
-    model.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return model.eval()
+    """The course's model (torchvision ResNet18, 1-channel conv1, 1-logit fc, its input standardisation in
+    front), random weights, eval mode."""
+    return resnet18_xray().eval()
 
 
 def captum_grad_cam(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +78,9 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = xray_resnet18().to(device)
-    x = torch.randn(args.batch, 1, args.size, args.size, device=device)
+    x = torch.rand(
+        args.batch, 1, args.size, args.size, device=device
+    )  # images in [0, 1], as the model expects
 
     def forward() -> None:
         with torch.no_grad():

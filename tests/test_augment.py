@@ -1,6 +1,9 @@
-"""Tests of helpers.xray.augment.GpuAugment: per-image transforms, reproducibility, geometry only."""
+"""Tests of helpers.xray.augment.GpuAugment: per-image transforms, reproducibility, geometry only, frozen
+settings."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -149,3 +152,35 @@ def test_replace_changes_only_the_named_settings():
         augment.replace(degrees=5)
     with pytest.raises(ValueError, match="padding_mode"):
         augment.replace(padding_mode="constant")
+
+
+def test_settings_are_frozen_plain_values_that_compare_equal():
+    augment = GpuAugment(rotation=5, translate=0, scale=[1, 1.2], hflip=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        augment.rotation = 30.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        augment.padding_mode = "border"
+    assert augment.rotation == 5.0 and augment.padding_mode == "zeros"  # unchanged
+    settings = dataclasses.asdict(augment)
+    assert settings == {
+        "rotation": 5.0,
+        "translate": 0.0,
+        "scale": (1.0, 1.2),
+        "hflip": True,
+        "padding_mode": "zeros",
+    }
+    assert [type(settings[k]) for k in ("rotation", "translate", "scale", "hflip")] == [
+        float,
+        float,
+        tuple,
+        bool,
+    ]
+    # The same settings written another way are the same augmentation (what a resumed training run compares).
+    assert augment == GpuAugment(rotation=5.0, translate=0.0, scale=(1.0, 1.2), hflip=True)
+    assert hash(augment) == hash(GpuAugment(rotation=5.0, translate=0.0, scale=(1.0, 1.2), hflip=True))
+    assert augment != augment.replace(padding_mode="border")
+    assert GpuAugment() == GpuAugment(10.0, 0.1, (0.9, 1.1), False, "zeros")  # the documented defaults
+    with pytest.raises(ValueError, match=r"GpuAugment has no setting\(s\) \['degrees', 'p'\]"):
+        augment.replace(degrees=5, p=0.5)
+    with pytest.raises(ValueError, match="need rotation >= 0"):
+        augment.replace(rotation=-1.0)

@@ -1,4 +1,5 @@
-"""Tests of helpers.evaluate.metrics: every metric against numbers computed by hand on a small fixed example.
+"""Tests of helpers.evaluate.metrics: every metric against numbers computed by hand on a small fixed example;
+and of helpers.training.inference (predict, predict_split), which makes the probabilities they are computed on.
 
 The bootstrap half (intervals, summary and subgroup tables) is tested in tests/test_bootstrap.py.
 """
@@ -20,6 +21,8 @@ from sklearn.metrics import (
 from torch import nn
 
 from helpers.evaluate import metrics as M
+from helpers.training import inference
+from helpers.training.models import InputStandardisation
 
 # The worked example. Positives (y=1): 0.9, 0.4, 0.8. Negatives: 0.1, 0.6, 0.3, 0.95, 0.2.
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
@@ -190,20 +193,30 @@ def test_find_errors_ranks_the_cases():
         M.find_errors(df, "p", "label")
 
 
-class MeanLogit(nn.Module):
-    """Logit k = k * (mean of the input): known outputs; records how it was called."""
+# helpers.training.inference: predict (the course's one prediction function) and predict_split, whose
+# probabilities the metrics above are computed on.
 
-    def __init__(self, n_logits: int = 1):
+
+class MeanLogit(nn.Module):
+    """Logit k = k * (mean of the standardised input): known outputs; records how it was called.
+
+    Like the course's models it standardises its own input (``normalise``, buffers ``mean`` and ``std``).
+    """
+
+    def __init__(self, n_logits: int = 1, mean: float = 0.5, std: float = 0.25):
         super().__init__()
+        self.normalise = InputStandardisation(mean, std)
         self.scale = nn.Parameter(
             torch.arange(n_logits, dtype=torch.float32) if n_logits > 1 else torch.ones(1)
         )
         self.dropout = nn.Dropout(0.5)
         self.calls: list[tuple] = []
+        self.inputs: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append((tuple(x.shape), x.dtype, self.training, torch.is_grad_enabled()))
-        return self.dropout(x.mean(dim=(1, 2, 3))[:, None] * self.scale)
+        self.inputs.append(x.detach().clone())
+        return self.dropout(self.normalise(x).mean(dim=(1, 2, 3))[:, None] * self.scale)
 
 
 def _images() -> np.ndarray:
@@ -213,54 +226,73 @@ def _images() -> np.ndarray:
     return images
 
 
-def test_predict_normalises_batches_and_restores_the_model(tmp_path):
+def test_predict_feeds_the_image_in_0_1_in_batches_and_restores_the_model(tmp_path):
     model = MeanLogit()
     model.train()
     model.dropout.eval()  # a mixed state that must come back exactly
-    probs = M.predict(model, _images(), mean=0.5, std=0.25, batch_size=2, device="cpu", progress=False)
+    probs = inference.predict(model, _images(), batch_size=2, device="cpu", progress=False)
     expected = torch.sigmoid(torch.tensor([2.0, -2.0, 2.0, -1.2, 2.0])).numpy()
     np.testing.assert_allclose(probs, expected, rtol=1e-6)
     assert probs.dtype == np.float32 and probs.shape == (5,)
     assert [c[0] for c in model.calls] == [(2, 1, 4, 4), (2, 1, 4, 4), (1, 1, 4, 4)]
     assert all(c[1] == torch.float32 and c[2] is False and c[3] is False for c in model.calls)
-    assert model.training and not model.dropout.training
+    # The model gets x / 255 and nothing else: the standardisation is its own (its buffers).
+    fed = torch.cat(model.inputs)
+    torch.testing.assert_close(fed, torch.from_numpy(_images()).float()[:, None] / 255)
+    assert model.training and not model.dropout.training and model.normalise.training
     assert model.scale.grad is None
     stored = np.memmap(tmp_path / "images.u8", dtype=np.uint8, mode="w+", shape=(5, 4, 4))
     stored[:] = _images()
     for source in (stored, torch.from_numpy(_images())):
-        got = M.predict(model, source, mean=0.5, std=0.25, batch_size=256, device="cpu", progress=False)
+        got = inference.predict(model, source, batch_size=256, device="cpu", progress=False)
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+    other = MeanLogit(mean=0.2, std=0.5)  # other statistics in the buffers, other probabilities
+    got = inference.predict(other, _images(), device="cpu", progress=False)
+    np.testing.assert_allclose(
+        got, torch.sigmoid(torch.tensor([1.6, -0.4, 1.6, 0.0, 1.6])).numpy(), rtol=1e-6
+    )
 
 
-def test_predict_normalises_float_inputs_like_training_and_softmax_for_several_logits():
-    x = np.full((3, 1, 2, 2), 0.3, dtype=np.float32)  # e.g. log-mel patches: no 1/255, but (x - mean) / std
-    probs = M.predict(MeanLogit(), x, mean=0.5, std=0.25, device="cpu", progress=False)
+def test_predict_uses_float_inputs_as_they_are_and_softmax_for_several_logits():
+    x = np.full((3, 1, 2, 2), 0.3, dtype=np.float32)  # e.g. log-mel patches: no 1/255; the model standardises
+    model = MeanLogit()
+    probs = inference.predict(model, x, device="cpu", progress=False)
     np.testing.assert_allclose(probs, torch.sigmoid(torch.tensor([-0.8] * 3)).numpy(), rtol=1e-6)
-    probs3 = M.predict(MeanLogit(3), _images(), mean=0.5, std=0.25, device="cpu", progress=False)
+    torch.testing.assert_close(model.inputs[0], torch.from_numpy(x), rtol=0, atol=0)
+    probs3 = inference.predict(MeanLogit(3), _images(), device="cpu", progress=False)
     assert probs3.shape == (5, 3)
     np.testing.assert_allclose(probs3.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(probs3[0], torch.softmax(torch.tensor([0.0, 2.0, 4.0]), 0).numpy(), rtol=1e-6)
 
 
 def test_predict_is_the_one_prediction_function_and_matches_the_training_logits():
-    from helpers.training import loop
-    from helpers.training.device_data import predict_logits
+    from helpers.training import device_data, loop
+    from helpers.training.device_data import DeviceData
 
-    assert inference.predict_proba is M.predict
+    assert not hasattr(M, "predict") and not hasattr(loop, "predict_proba")
+    assert not hasattr(inference, "predict_proba") and not hasattr(inference, "predict_logits")
+    assert not hasattr(device_data, "predict_logits")
     model = MeanLogit().eval()
-    logits = predict_logits(model, _images(), 0.5, 0.25, batch_size=2, device="cpu")
-    probs = inference.predict_proba(model, _images(), 0.5, 0.25, 2, "cpu", progress=False)  # positional as before
-    np.testing.assert_allclose(probs, torch.sigmoid(torch.from_numpy(logits[:, 0])).numpy(), rtol=1e-6)
-    assert M.predict(model, np.zeros((0, 4, 4), dtype=np.uint8), 0.5, 0.25, device="cpu").shape == (0,)
+    logits = inference.logits_for(
+        model, DeviceData(_images(), device="cpu"), batch_size=2
+    )  # as in validation
+    assert logits.shape == (5, 1) and logits.dtype == torch.float32
+    probs = inference.predict(model, _images(), 2, "cpu", progress=False)  # batch_size, device positional
+    np.testing.assert_allclose(probs, torch.sigmoid(logits[:, 0]).numpy(), rtol=1e-6)
+    empty = np.zeros((0, 4, 4), dtype=np.uint8)
+    assert inference.predict(model, empty, device="cpu", progress=False).shape == (0,)
+    assert inference.logits_for(model, DeviceData(empty, device="cpu"), batch_size=2).shape == (0, 0)
 
 
-def test_predict_rejects_bad_images():
+def test_predict_rejects_bad_images_and_batch_sizes():
     with pytest.raises(ValueError, match="must be uint8 .0-255. or float, got dtype int16"):
-        M.predict(MeanLogit(), np.zeros((2, 4, 4), dtype=np.int16), mean=0.5, std=0.25, device="cpu")
+        inference.predict(MeanLogit(), np.zeros((2, 4, 4), dtype=np.int16), device="cpu")
     with pytest.raises(ValueError, match=r"N x H x W or N x C x H x W, got shape \(4, 4\)"):
-        M.predict(MeanLogit(), np.zeros((4, 4), dtype=np.uint8), mean=0.5, std=0.25, device="cpu")
-    with pytest.raises(ValueError, match="std must be > 0"):
-        M.predict(MeanLogit(), _images(), mean=0.5, std=0.0, device="cpu")
+        inference.predict(MeanLogit(), np.zeros((4, 4), dtype=np.uint8), device="cpu")
+    with pytest.raises(ValueError, match="predict: batch_size must be >= 1, got 0"):
+        inference.predict(MeanLogit(), _images(), batch_size=0, device="cpu")
+    with pytest.raises(ValueError, match="std must be > 0"):  # the model refuses a zero std when it is built
+        MeanLogit(std=0.0)
 
 
 def test_predict_split_returns_the_split_rows_with_probabilities_and_age_bands():
@@ -276,12 +308,15 @@ def test_predict_split_returns_the_split_rows_with_probabilities_and_age_bands()
         }
     )
     store = SimpleNamespace(index=index, images=_images(), path="store")
-    frame = M.predict_split(MeanLogit(), store, "test", 0.5, 0.25, device="cpu", progress=False)
+    frame = inference.predict_split(MeanLogit(), store, "test", device="cpu", progress=False)
     assert frame.index.tolist() == [0, 2, 3]  # rows of store.images
     expected = torch.sigmoid(torch.tensor([2.0, 2.0, -1.2])).numpy()
     np.testing.assert_allclose(frame["prob"], expected, rtol=1e-6)
+    assert frame["prob"].dtype == np.float64
     assert frame["age_band"].astype(str).tolist() == ["0-19", "40-59", "implausible (>100)"]
     with pytest.raises(ValueError, match="no 'val' split; the splits here are \\['test', 'train'\\]"):
-        M.predict_split(MeanLogit(), store, "val", 0.5, 0.25, device="cpu")
+        inference.predict_split(MeanLogit(), store, "val", device="cpu")
     with pytest.raises(ValueError, match="expected a 1-logit model"):
-        M.predict_split(MeanLogit(3), store, "test", 0.5, 0.25, device="cpu", progress=False)
+        inference.predict_split(MeanLogit(3), store, "test", device="cpu", progress=False)
+    with pytest.raises(TypeError):  # no mean/std any more: the model carries them
+        inference.predict_split(MeanLogit(), store, "test", 0.5, 0.25, device="cpu", progress=False)

@@ -1,7 +1,9 @@
-"""Tests of helpers.training.models: ResNet18 surgery, ImageNet adaptation (offline), the breath-sound CNN."""
+"""Tests of helpers.training.models: ResNet18 surgery, ImageNet adaptation (offline), the breath-sound CNN, the
+input standardisation both carry, and the side of ResNet18's layer4 maps."""
 
 from __future__ import annotations
 
+import math
 import urllib.error
 
 import pytest
@@ -11,9 +13,11 @@ from torchvision.models import resnet18
 
 from helpers.training.models import (
     ARCHITECTURES,
+    InputStandardisation,
     adapt_conv1_to_grayscale,
     breath_cnn,
     count_parameters,
+    layer4_side,
     layer_output_shapes,
     resnet18_xray,
 )
@@ -30,8 +34,46 @@ def test_resnet18_xray_has_one_input_channel_and_one_logit():
     with torch.no_grad():
         assert model(torch.randn(2, 1, 224, 224)).shape == (2, 1)
         assert model(torch.randn(3, 1, 32, 32)).shape == (3, 1)  # global pooling: any size >= 32
-    assert count_parameters(model) == 11_170_753
+    assert count_parameters(model) == 11_170_753  # the standardisation adds buffers, no parameters
     assert model.architecture_name == "resnet18_xray"
+    assert list(dict(model.named_children()))[0] == "normalise"  # listed first, where it runs
+
+
+def test_the_model_standardises_its_input_with_buffers_that_travel_with_the_weights():
+    torch.manual_seed(0)
+    model = resnet18_xray(mean=0.4, std=0.2).eval()
+    assert isinstance(model.normalise, InputStandardisation)
+    assert (float(model.normalise.mean), float(model.normalise.std)) == pytest.approx((0.4, 0.2))
+    state = model.state_dict()
+    assert float(state["normalise.mean"]) == pytest.approx(0.4) and float(
+        state["normalise.std"]
+    ) == pytest.approx(0.2)
+    assert not any(name.startswith("normalise") for name, _ in model.named_parameters())  # never trained
+    x = torch.rand(2, 1, 32, 32)  # the image in [0, 1]
+    torch.manual_seed(0)
+    plain = resnet18(num_classes=1)  # torchvision's forward, fed the standardised image by hand
+    plain.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    plain.load_state_dict({k: v for k, v in state.items() if not k.startswith("normalise.")})
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain.eval()((x - 0.4) / 0.2))
+    assert resnet18_xray().normalise.extra_repr() == "mean=0.5000, std=0.2500"  # the defaults
+    moved = model.to("meta")  # buffers move with the model (to any device)
+    assert moved.normalise.mean.device.type == "meta" and moved.normalise.std.device.type == "meta"
+
+
+def test_input_standardisation_by_hand_and_its_errors():
+    layer = InputStandardisation(0.25, 0.5)
+    x = torch.tensor([[[[0.0, 0.25, 1.0]]]])
+    torch.testing.assert_close(layer(x), torch.tensor([[[[-0.5, 0.0, 1.5]]]]))
+    assert layer(x).shape == x.shape and list(layer.parameters()) == []
+    assert set(layer.state_dict()) == {"mean", "std"}
+    for std in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="std must be > 0"):
+            InputStandardisation(0.5, std)
+    with pytest.raises(ValueError, match="std must be > 0, got 0"):
+        resnet18_xray(std=0)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        breath_cnn(std=0.0)
 
 
 def test_count_parameters_can_skip_frozen_ones():
@@ -76,8 +118,9 @@ def test_pretrained_loads_imagenet_weights_with_summed_conv1(monkeypatch):
         return {k: v.clone() for k, v in fake_imagenet.items()}
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
-    model = resnet18_xray(pretrained=True)
+    model = resnet18_xray(pretrained=True, mean=0.3, std=0.2)
     assert urls == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
+    assert (float(model.normalise.mean), float(model.normalise.std)) == pytest.approx((0.3, 0.2))
     torch.testing.assert_close(model.conv1.weight.data[:, 0], fake_imagenet["conv1.weight"].sum(dim=1))
     assert torch.equal(model.layer4[1].conv2.weight.data, fake_imagenet["layer4.1.conv2.weight"])
     assert model.fc.weight.shape == (1, 512)
@@ -100,11 +143,11 @@ def test_pretrained_offline_raises_a_clear_runtime_error(monkeypatch):
 
 def test_breath_cnn_shapes_and_gap_linear_head():
     torch.manual_seed(0)
-    model = breath_cnn().eval()
+    model = breath_cnn(mean=-2.0, std=4.0).eval()
     x = torch.randn(3, 1, 96, 64)
     with torch.no_grad():
         logits = model(x)
-        maps = model.features(model.block3(model.block2(model.block1(x))))
+        maps = model.features(model.block3(model.block2(model.block1((x + 2.0) / 4.0))))
     assert logits.shape == (3, 4)
     assert maps.shape == (3, 128, 12, 8)
     # GAP + linear: the logits are the fc layer applied to the spatial means of `features`,
@@ -113,6 +156,10 @@ def test_breath_cnn_shapes_and_gap_linear_head():
     assert 200_000 < count_parameters(model) < 300_000
     assert model.architecture_name == "breath_cnn"
     assert model.architecture_kwargs == {"n_classes": 4, "in_channels": 1, "width": 32, "dropout": 0.2}
+    assert list(dict(model.named_children()))[0] == "normalise"
+    assert (float(model.normalise.mean), float(model.normalise.std)) == (-2.0, 4.0)
+    default = breath_cnn().normalise
+    assert (float(default.mean), float(default.std)) == (0.0, 1.0)  # patches used as they are
 
 
 def test_breath_cnn_options_and_registry():
@@ -129,6 +176,7 @@ def test_layer_output_shapes_of_resnet18_halve_five_times_and_leave_the_model_as
     model = resnet18_xray().train()
     shapes = layer_output_shapes(model, (1, 1, 224, 224))
     assert list(shapes) == [
+        "normalise",
         "conv1",
         "bn1",
         "relu",
@@ -140,6 +188,7 @@ def test_layer_output_shapes_of_resnet18_halve_five_times_and_leave_the_model_as
         "avgpool",
         "fc",
     ]
+    assert shapes["normalise"] == (1, 1, 224, 224)
     assert shapes["conv1"] == (1, 64, 112, 112) and shapes["maxpool"] == (1, 64, 56, 56)
     assert (
         shapes["layer4"] == (1, 512, 7, 7) and shapes["avgpool"] == (1, 512, 1, 1) and shapes["fc"] == (1, 1)
@@ -150,3 +199,18 @@ def test_layer_output_shapes_of_resnet18_halve_five_times_and_leave_the_model_as
     assert model.training and not model.conv1._forward_hooks and not model.layer4._forward_hooks
     with pytest.raises(ValueError, match="no top-level module"):
         layer_output_shapes(model, (1, 1, 64, 64), ["layer5"])
+
+
+@pytest.mark.parametrize(
+    ("size", "side"), [(224, 7), (225, 8), (160, 5), (100, 4), (64, 2), (33, 2), (32, 1)]
+)
+def test_layer4_side_is_the_side_of_the_real_layer4_maps(size, side):
+    model = resnet18_xray()
+    assert layer4_side(size) == side
+    assert layer_output_shapes(model, (1, 1, size, size), ["layer4"]) == {"layer4": (1, 512, side, side)}
+
+
+def test_layer4_side_rounds_up_five_times_not_down_once():
+    assert layer4_side(100) == 4 and 100 // 32 == 3  # the mistake the course's exercise solution once made
+    assert [layer4_side(s) for s in (1, 2, 31, 32, 33, 64, 65, 96, 97)] == [1, 1, 1, 1, 2, 2, 3, 3, 4]
+    assert all(layer4_side(s) == math.ceil(s / 32) for s in range(1, 1025))

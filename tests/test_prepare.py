@@ -6,6 +6,7 @@ import pytest
 
 from helpers import config
 from helpers.course import pipeline, prepare
+from helpers.training.checkpoints import load_checkpoint
 from helpers.xray.store import load_store
 
 
@@ -31,6 +32,12 @@ def test_prepare_builds_everything_a_workshop_needs_then_reuses_it(course_root, 
     patches = settings.cache_dir / "icbhi-patches-synthetic.npz"
     assert checkpoint.is_file() and patches.is_file()
     assert str(course_root) in str(store.path)
+    # The trained model carries the store's mean/std in its weights; the meta no longer repeats them.
+    model, meta = load_checkpoint(checkpoint)
+    assert float(model.normalise.mean) == pytest.approx(store.mean)
+    assert float(model.normalise.std) == pytest.approx(store.std)
+    assert "mean" not in meta and "std" not in meta and meta["store"] == store.path.name
+    assert meta["image_size"] == [store.size, store.size]
 
     stamps = {p: p.stat().st_mtime_ns for p in (checkpoint, patches)}
     done = prepare.prepare(train=True, progress=False)  # a second run reuses everything
@@ -42,3 +49,22 @@ def test_prepare_can_skip_the_breath_sounds(course_root):
     done = prepare.prepare(breath=False, progress=False, workers=1)
     assert done["patches"] is None and done["checkpoint"] is None and done["store"].is_dir()
     assert not list(config.get_settings().cache_dir.glob("icbhi-patches-*"))
+
+
+def test_the_checkpoint_name_changes_with_the_recipe_version_and_the_training_settings(
+    course_root, monkeypatch
+):
+    """A checkpoint made by an older recipe (e.g. a model without its standardisation) is never picked up."""
+    settings = config.get_settings()
+    current = pipeline.checkpoint_path(settings)
+    assert current.parent == settings.cache_dir and current.name.startswith("resnet18-rsna-synthetic-")
+    assert current.suffix == ".pt" and f"-{settings.sizes.image_size}px-" in current.name
+    assert pipeline.checkpoint_path(settings) == current  # the same settings: the same name
+    version = pipeline.RECIPE_VERSION
+    monkeypatch.setattr(pipeline, "RECIPE_VERSION", version - 1)
+    assert pipeline.checkpoint_path(settings) != current
+    monkeypatch.setattr(pipeline, "RECIPE_VERSION", version)
+    assert pipeline.checkpoint_path(settings) == current
+    changed = {**pipeline.xray_training_config(settings), "lr": 0.5}
+    monkeypatch.setattr(pipeline, "xray_training_config", lambda settings=None: changed)
+    assert pipeline.checkpoint_path(settings) != current

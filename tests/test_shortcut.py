@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from helpers.explain import localisation
 from helpers.course import shortcut
 from helpers.data.synthetic_xray import burn_marker
+from helpers.explain import localisation
+from helpers.training.models import InputStandardisation
 
 
 def test_marker_boxes_in_store_pixels_and_margin():
@@ -61,14 +62,25 @@ def test_positive_share_by_view_counts_patients_not_boxes():
 
 
 def test_evaluation_table_on_a_model_that_reads_brightness():
-    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 1))
+    # logit = 10 * (mean brightness in [0, 1] - 0.5) / 0.25: the model standardises its own input, so the
+    # table must feed it x / 255 and nothing else (230 -> logit 16.1, 20 -> logit -16.9).
+    model = nn.Sequential(
+        InputStandardisation(0.5, 0.25), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 1)
+    )
     with torch.no_grad():
-        model[2].weight.fill_(10.0)
-        model[2].bias.zero_()
+        model[3].weight.fill_(10.0)
+        model[3].bias.zero_()
     bright, dark = np.full((3, 8, 8), 230, np.uint8), np.full((3, 8, 8), 20, np.uint8)
     images, labels = np.concatenate([bright, dark]), np.array([1, 1, 1, 0, 0, 0])
     sets = {"both": (images, labels), "dark only": (dark, np.zeros(3, int))}
-    table = shortcut.evaluation_table(model, 0.5, 0.25, sets)
+    table = shortcut.evaluation_table(model, sets, 0.5)
+    assert list(table.index) == ["both", "dark only"] and table.index.name == "images"
     assert table.loc["both", ["roc_auc", "accuracy", "sensitivity", "specificity"]].tolist() == [1, 1, 1, 1]
     assert table.loc["both", "n"] == 6 and table.loc["both", "mean_p_positive"] > 0.99
+    assert table.loc["both", "mean_p_negative"] < 0.01
     assert np.isnan(table.loc["dark only", "roc_auc"]) and np.isnan(table.loc["dark only", "mean_p_positive"])
+    assert table.loc["dark only", "specificity"] == 1.0
+    # The threshold is the one given: at 0 every image is called positive.
+    lenient = shortcut.evaluation_table(model, sets, threshold=0.0)
+    assert lenient.loc["both", ["sensitivity", "specificity", "accuracy"]].tolist() == [1.0, 0.0, 0.5]
+    assert lenient.loc["both", "roc_auc"] == 1.0

@@ -83,6 +83,19 @@ def load_checkpoint(
     Taught in ``notebooks/02_training_resnet18.ipynb``.
     """
     path = Path(path)
+    payload = _read_checkpoint(path, map_location)
+    meta = payload["meta"]
+    if model is None:
+        name = meta.get("architecture")
+        if name not in ARCHITECTURES:
+            raise ValueError(f"{path}: unknown architecture {name!r}; pass the model to load into")
+        model = ARCHITECTURES[name](**meta.get("architecture_kwargs", {}))
+    _load_weights(path, model, payload["state_dict"])
+    return model, meta
+
+
+def _read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    """The checked ``{"format", "state_dict", "meta"}`` payload of the course checkpoint at ``path``."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint there (train first, or check the path)")
     try:
@@ -93,17 +106,15 @@ def load_checkpoint(
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a course checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    meta = payload["meta"]
-    if model is None:
-        name = meta.get("architecture")
-        if name not in ARCHITECTURES:
-            raise ValueError(f"{path}: unknown architecture {name!r}; pass the model to load into")
-        model = ARCHITECTURES[name](**meta.get("architecture_kwargs", {}))
+    return payload
+
+
+def _load_weights(path: Path, model: nn.Module, state_dict: dict) -> None:
+    """Load ``state_dict`` (read from ``path``) into ``model``; a ValueError naming the file if it misfits."""
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as err:
         raise ValueError(f"{path}: the weights do not fit the model: {err}") from err
-    return model, meta
 
 
 def resume_path(checkpoint_path: str | os.PathLike) -> Path:
@@ -136,7 +147,8 @@ class RunCheckpoints:
             raise ValueError("resume=True needs a checkpoint_path to resume from")
         if not self.state_path.is_file():
             return [], None
-        _, meta = load_checkpoint(self.state_path, model)
+        payload = _read_checkpoint(self.state_path)  # load nothing until the settings match
+        meta = payload["meta"]
         saved = meta.get("config", {})
         keys = list(self.settings) + [k for k in saved if k not in self.settings]  # a dropped one is a change
         changed = {
@@ -149,6 +161,7 @@ class RunCheckpoints:
                 f"{self.state_path}: cannot resume, the saved run used other settings {changed}; "
                 "use resume=False or delete the file"
             )
+        _load_weights(self.state_path, model, payload["state_dict"])
         opt.optimizer.load_state_dict(meta["optimizer"])
         if meta["scaler"]:
             opt.scaler.load_state_dict(meta["scaler"])
