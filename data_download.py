@@ -128,7 +128,7 @@ def _synthetic(settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Do what the parsed arguments ask; raises :class:`helpers.data.download.DownloadError` on failure."""
+    """Do what the parsed arguments ask; raises :class:`helpers.data.http_download.DownloadError` on failure."""
     settings = get_settings()
     if args.dest:
         settings = replace(settings, data_dir=args.dest.expanduser().resolve())
@@ -139,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(names or list(download.DATASETS), settings, explicit=bool(names))
     if not names:
-        raise http_download.DownloadError(f"name a data set: {', '.join(download.DATASETS)} or all (see --help)")
+        raise http_download.DownloadError(
+            f"name a data set: {', '.join(download.DATASETS)} or all (see --help)"
+        )
     if (args.archive or args.url) and (len(names) != 1 or names == ["synthetic"]):
         raise http_download.DownloadError("--archive and --url work with exactly one real data set")
     for name in names:
@@ -153,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the exit code (0 ok, 1 a :class:`DownloadError`, 130 interrupted)."""
+    """Entry point: returns the exit code (0 ok, 1 a
+    :class:`helpers.data.http_download.DownloadError`, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)

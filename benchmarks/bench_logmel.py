@@ -7,7 +7,9 @@ Writes synthetic 16-bit WAVs of ``--seconds-per-file`` seconds at a mix of rates
   then log) vs ``helpers.breath.audio.log_mel``;
 - the whole pipeline per file (read + resample to 16 kHz + log-mel): ``librosa.load`` + melspectrogram vs
   ``helpers.breath.audio.load_audio`` + ``log_mel``, in one process (one torch thread) and over a process pool
-  (one worker per core, one torch thread each, pool start included).
+  (``helpers.files.process_pool``: spawn, as in ``build_patch_dataset``; one worker per core, one torch thread
+  each, pool start included: spawned workers import torch and librosa, a few seconds that only a long run
+  such as ``--hours 5.5`` amortises).
 
 It prints the ratios and the projected time for the real ICBHI's 5.5 h (target: <= 30 s on 2 cores). At most
 ``--files`` distinct files are written and reused in turn (from the page cache) to reach the total, so
@@ -20,7 +22,6 @@ It prints the ratios and the projected time for the real ICBHI's 5.5 h (target: 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import tempfile
 import time
@@ -32,6 +33,7 @@ import soundfile as sf
 import torch
 
 from helpers.breath import audio
+from helpers.files import process_pool
 
 ICBHI_SECONDS = 5.5 * 3600
 TARGET_SECONDS = 30.0
@@ -88,13 +90,13 @@ def write_files(folder: Path, n_files: int, seconds: float, share_4k: float, see
 
 
 def timed(fn, items, workers: int) -> float:
-    """Seconds to map ``fn`` over ``items`` in this process (workers=1) or in a fresh pool."""
+    """Seconds to map ``fn`` over ``items`` in this process (workers=1) or in a fresh (spawn) pool."""
     start = time.perf_counter()
     if workers == 1:
         for item in items:
             fn(item)
     else:
-        with multiprocessing.Pool(workers, initializer=one_thread) as pool:
+        with process_pool(workers, initializer=one_thread) as pool:
             pool.map(fn, items, chunksize=max(1, len(items) // (4 * workers)))
     return time.perf_counter() - start
 

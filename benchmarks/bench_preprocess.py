@@ -23,7 +23,6 @@ import io
 import os
 import tempfile
 import time
-from multiprocessing import get_context
 from pathlib import Path
 from unittest import mock
 
@@ -34,6 +33,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
 
+from helpers.files import process_pool
 from helpers.xray import preprocess, store
 from helpers.xray.dicom import read_xray
 
@@ -81,7 +81,8 @@ def make_files(tmp: Path, n: int, image_size: int, seed: int) -> tuple[list[Path
             tmp / "dicom", n, image_size, seed
         ), "simple drawing (no helpers.data.synthetic)"
     make_rsna_like(tmp / "rsna", n, image_size=image_size, seed=seed)
-    return sorted((tmp / "rsna" / "stage_2_train_images").glob("*.dcm")), "helpers.data.synthetic.make_rsna_like"
+    paths = sorted((tmp / "rsna" / "stage_2_train_images").glob("*.dcm"))
+    return paths, "helpers.data.synthetic.make_rsna_like"
 
 
 def naive_load(path: Path, size: int) -> np.ndarray:
@@ -113,7 +114,7 @@ def pool_files_per_second(paths: list[Path], size: int, workers: int, repeat: in
     jobs = [(i, str(p), size) for i, p in enumerate(paths)]
     chunk = max(1, len(jobs) // (8 * workers))
     best, cpu = 0.0, []
-    with get_context("spawn").Pool(workers) as pool:
+    with process_pool(workers) as pool:  # spawn, like build_store
         pool.map(timed_process, jobs[: 2 * workers], chunksize=1)  # start and warm every worker
         for _ in range(repeat):
             start = time.perf_counter()

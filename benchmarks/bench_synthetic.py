@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from helpers.data.synthetic import make_icbhi_like, make_rsna_like, rsna_dicom
+from helpers.data.synthetic import make_rsna_like, rsna_dicom
+from helpers.data.synthetic_audio import make_icbhi_like
 from helpers.data.synthetic_xray import draw_radiograph
 
 

@@ -174,12 +174,24 @@ def test_only_plots_modules_draw_in_the_data_training_and_metric_code():
     assert drawing_violations(all_modules()) == []
 
 
+def unused_imports(tree: ast.Module) -> list[str]:
+    """Names a module imports at its top level and never uses: a re-export in disguise (``# noqa: F401``)."""
+    imported = {
+        (alias.asname or alias.name.split(".")[0]): alias.name
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "module", "") != "__future__"
+        for alias in node.names
+    }
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return sorted(full for name, full in imported.items() if name not in used)
+
+
 def test_no_reexports_no_module_getattr_no_code_in_init_files():
     problems = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        problems += reexport_problems(
-            module_name(path), ast.parse(path.read_text()), path.name == "__init__.py"
-        )
+        tree = ast.parse(path.read_text())
+        problems += reexport_problems(module_name(path), tree, path.name == "__init__.py")
+        problems += [f"{module_name(path)} imports {name} and never uses it" for name in unused_imports(tree)]
     assert problems == []
 
 
@@ -328,6 +340,8 @@ def test_the_rules_catch_broken_examples():
     shim = "from helpers.x import f as f\n__all__ = ['f']\n"
     assert len(reexport_problems("helpers.m", ast.parse(shim), False)) == 2
     assert reexport_problems("helpers.p", ast.parse('"""doc"""\nfrom helpers.p.m import f\n'), True)
+    assert unused_imports(ast.parse("from helpers.x import f  # noqa: F401\n")) == ["f"]
+    assert unused_imports(ast.parse("from helpers.x import f\ny = f(1)\n")) == []
     assert scales_by_mean_std(ast.parse("x = (image - store.mean) / store.std")) == [1]
     assert scales_by_mean_std(ast.parse("x = (image / 255 - meta['mean']) / meta['std']")) == [1]
     assert scales_by_mean_std(ast.parse("x = (image - lo) / span")) == []

@@ -194,12 +194,9 @@ def test_log_mel_rejects_bad_input():
 
 def test_mel_bands_follow_the_htk_scale_between_fmin_and_fmax():
     centres = audio.mel_center_frequencies()
-    edges = audio.mel_band_edges()
-    assert centres.shape == (64,) and edges.shape == (64, 2)
-    assert edges[0, 0] == pytest.approx(100.0) and edges[-1, 1] == pytest.approx(2000.0)
+    assert centres.shape == (64,)
     mels = 1127.0 * np.log1p(np.concatenate([[100.0], centres, [2000.0]]) / 700.0)
     np.testing.assert_allclose(np.diff(mels), np.diff(mels)[0], rtol=1e-9)  # evenly spaced in HTK mel
-    np.testing.assert_allclose(edges[1:, 0], centres[:-1])  # a band's lower foot is the previous centre
     bank = audio.mel_filter_bank()
     assert bank.shape == (64, 257) and not bank.flags.writeable
     assert bank.max() <= 1.0 and (bank > 0).sum(axis=1).min() == 1 and (bank > 0).sum(axis=1).max() == 3

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from helpers.breath import audio, dataset, icbhi
-from helpers.training import models
 from helpers.data.synthetic_audio import make_icbhi_like
+from helpers.training import models
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +74,22 @@ def test_patch_metrics_on_hand_made_probabilities():
 
 def test_band_heat_profiles_average_grad_cam_over_time_and_patches():
     torch.manual_seed(0)
-    model = models.breath_cnn(width=8).eval()
+    model = models.breath_cnn(width=8, mean=-4.0, std=2.0).eval()  # the model standardises its input
     rng = np.random.default_rng(0)
-    patches = rng.normal(size=(6, 96, 64)).astype(np.float32)
+    patches = rng.normal(-4.0, 2.0, size=(6, 96, 64)).astype(np.float32)  # log-mel levels, as computed
     labels = np.array([0, 0, 1, 1, 3, 3])
-    profiles = dataset.band_heat_profiles(model, patches, labels, 0.0, 1.0, batch_size=4)
+    profiles = dataset.band_heat_profiles(model, patches, labels, batch_size=4)
     assert profiles.shape == (4, 64) and np.isnan(profiles[2]).all()  # no wheeze patch
     assert np.isfinite(profiles[[0, 1, 3]]).all() and (profiles[[0, 1, 3]] >= 0).all()
     from helpers.explain.cam import grad_cam
 
+    # the patches go to the model as they are (standardising them here too would give other heat)
     heat = grad_cam(model, torch.from_numpy(patches[2:4])[:, None], "features", 1).mean(dim=1)
     np.testing.assert_allclose(profiles[1], heat.mean(dim=0).numpy(), atol=1e-6)
+    twice = torch.from_numpy((patches[2:4] + 4.0) / 2.0)[:, None]
+    assert not np.allclose(
+        profiles[1], grad_cam(model, twice, "features", 1).mean(dim=(0, 1)).numpy(), atol=1e-3
+    )
 
 
 def test_heat_share_above_and_band_levels():

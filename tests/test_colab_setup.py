@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.course import colab
 from helpers import config
+from helpers.course import colab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_setup.ipynb"
@@ -33,6 +33,19 @@ def setup_cell_source(path: Path = NOTEBOOK) -> str:
 
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+#: Run in the fresh environment: import a module of a subpackage, print every installed helpers module.
+SUBPACKAGE_CHECK = """
+import json
+from pathlib import Path
+
+import helpers.training.loop
+from helpers.breath import dataset
+from helpers.xray import store
+
+root = Path(helpers.__file__).parent.parent
+assert Path(helpers.training.loop.__file__).parent.parent.parent == root
+print(json.dumps(sorted(str(p.relative_to(root)) for p in (root / "helpers").rglob("*.py"))))
+"""
 
 
 def test_every_notebook_has_the_setup_cell_and_badge_generated_from_repo_url():
@@ -149,6 +162,18 @@ def test_setup_cell_installs_from_git_on_colab_and_keeps_torch(tmp_path):
     helpers_file, torch_version = check.stdout.split()
     assert Path(helpers_file).resolve().is_relative_to(env_dir.resolve()), helpers_file
     assert torch_version == torch.__version__
+
+    # A regular (not editable) install holds the subpackages too (setuptools packages.find, helpers.*):
+    # every module of the clone is there, and one from a subpackage imports.
+    modules = subprocess.run(
+        [str(py), "-c", SUBPACKAGE_CHECK], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert modules.returncode == 0, modules.stderr
+    installed = json.loads(modules.stdout)
+    in_clone = sorted(str(p.relative_to(clone)) for p in (clone / "helpers").rglob("*.py"))
+    assert installed == in_clone
+    some = {"helpers/training/loop.py", "helpers/data/datasets.py", "helpers/course/colab.py"}
+    assert some <= set(installed)
 
     # A second run finds the package and does nothing.
     again = subprocess.run(

@@ -132,6 +132,18 @@ def run_vermin(files: list[Path]) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_scans_cover_every_subpackage() -> None:
+    """``helpers`` is a tree of subpackages (data, xray, training, ...): each one's modules are scanned."""
+    sources = set(python_sources())
+    subpackages = [p.parent for p in (ROOT / "helpers").glob("*/__init__.py")]
+    assert {"data", "xray", "training", "evaluate", "explain", "breath", "course"} <= {
+        p.name for p in subpackages
+    }
+    for folder in subpackages:
+        assert set(folder.glob("*.py")) <= sources, folder.name
+    assert ROOT / "helpers" / "training" / "loop.py" in sources
+
+
 def test_nothing_needs_a_python_newer_than_3_10(notebook_files: list[Path], unavailable) -> None:
     try:
         import vermin  # noqa: F401

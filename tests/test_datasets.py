@@ -9,9 +9,9 @@ import pydicom
 import pytest
 import soundfile as sf
 
-from helpers.data import datasets, real_tables
 from helpers.config import get_settings
-from helpers.data.synthetic_xray import marker_geometry
+from helpers.data import datasets, real_tables
+from helpers.data.synthetic_xray import marker_strokes
 
 
 @pytest.fixture
@@ -106,16 +106,15 @@ def test_shortcut_sets_mark_positives_only_in_the_confounded_one(settings):
     )
     confounded, clean = datasets.rsna_shortcut_dirs(settings)  # always synthetic, even with real RSNA present
     assert confounded.parent == clean.parent == settings.synthetic_dir and confounded != clean
-    o, m, t = marker_geometry(64)
+    strokes = marker_strokes(64)
     for folder, marked in ((confounded, True), (clean, False)):
         target = pd.read_csv(folder / "stage_2_train_labels.csv").groupby("patientId")["Target"].max()
         assert target.sum() > 0 and (target == 0).sum() > 0
         for pid, positive in target.items():
             pixels = pydicom.dcmread(folder / "stage_2_train_images" / f"{pid}.dcm").pixel_array
-            assert (pixels[o : o + m, o : o + t].mean() > 200) == (marked and bool(positive)), (
-                folder.name,
-                pid,
-            )
+            for x, y, w, h in strokes:
+                bright = pixels[y : y + h, x : x + w].mean() > 200
+                assert bright == (marked and bool(positive)), (folder.name, pid, (x, y, w, h))
     ids = [set(pd.read_csv(f / "stage_2_train_labels.csv")["patientId"]) for f in (confounded, clean)]
     assert ids[0] != ids[1]
     assert len(ids[0]) == len(ids[1]) == settings.sizes.rsna_patients

@@ -1,5 +1,5 @@
-"""helpers.data.download (with helpers.data.http_download, helpers.data.archives, helpers.data.kaggle) and data_download.py against
-a local HTTP server (127.0.0.1, never the internet)."""
+"""helpers.data.download (with helpers.data.http_download, archives and kaggle) and data_download.py
+against a local HTTP server (127.0.0.1, never the internet)."""
 
 from __future__ import annotations
 
@@ -148,9 +148,13 @@ def test_interrupted_download_resumes_with_a_range_request(server, tmp_path, log
     server.cut_after = 30_000
     dest = tmp_path / "big.bin"
     with pytest.raises(DownloadError, match=r"^download of big.bin interrupted after 30000 of 102400 bytes"):
-        http_download.download_file(f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append)
+        http_download.download_file(
+            f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append
+        )
     assert not dest.exists() and (tmp_path / "big.bin.part").read_bytes() == data[:30_000]
-    http_download.download_file(f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append)
+    http_download.download_file(
+        f"{server.url}/big.bin", dest, md5=md5(data), chunk_size=4096, log=logs.append
+    )
     assert server.requests == [("/big.bin", None), ("/big.bin", "bytes=30000-")]
     assert dest.read_bytes() == data
     assert not (tmp_path / "big.bin.part").exists()

@@ -155,8 +155,3 @@ def test_image_figures_have_titles_labels_and_colour_bars():
     fig = plots.plot_image_row({"a": image, "b": image[:4, :4]}, title="row", boxes={"b": [(0, 0, 2, 2)]})
     assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"] and len(fig.axes) == 3
     assert fig.axes[0].get_ylabel() == "y (pixels)" and len(fig.axes[1].patches) == 1
-    table = eda.split_table(
-        pd.DataFrame({"patientId": list("abc"), "label": [1, 0, 0], "split": ["train"] * 3})
-    )
-    ax = plots.plot_split_bars(table)
-    assert ax.get_ylabel() == "images" and ax.get_legend() is not None

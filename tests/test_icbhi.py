@@ -1,4 +1,5 @@
-"""helpers.breath.icbhi: ICBHI names, annotations, diagnosis and split files, patch labels, datasets, splits, score."""
+"""helpers.breath.icbhi: ICBHI names, annotations, diagnosis and split files, patch labels, splits, score;
+and the patch data set that helpers.breath.dataset builds from such a folder (one pool of spawned workers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import soundfile as sf
 
 from helpers.breath import dataset, icbhi
 from helpers.breath.icbhi import IcbhiFormatError
+from helpers.files import process_pool
 
 # name: (sample rate, seconds, annotation lines, official split)
 RECORDINGS = {
@@ -189,9 +191,18 @@ def test_build_patch_dataset_labels_every_annotated_patch(icbhi_dir):
     assert data.skipped == ()
 
 
-def test_build_patch_dataset_with_a_pool_gives_the_same_result(icbhi_dir):
+def test_build_patch_dataset_with_a_pool_gives_the_same_result(icbhi_dir, monkeypatch):
+    pools = []
+
+    def spy(workers, initializer=None):  # the pool of helpers.files: spawn, as everywhere
+        pools.append(workers)
+        return process_pool(workers, initializer=initializer)
+
+    monkeypatch.setattr(dataset, "process_pool", spy)
     one = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False)
+    assert pools == []  # one worker: in this process
     two = dataset.build_patch_dataset(icbhi_dir, workers=2, progress=False)
+    assert pools == [2]
     np.testing.assert_array_equal(one.patches, two.patches)
     pd.testing.assert_frame_equal(one.metadata(), two.metadata())
 
@@ -206,7 +217,7 @@ def test_build_patch_dataset_caches_and_recomputes_when_settings_or_files_change
     def fail(job):
         raise AssertionError("recomputed although the cache is valid")
 
-    monkeypatch.setattr(breath_data, "_recording_patches", fail)
+    monkeypatch.setattr(dataset, "_recording_patches", fail)
     again = dataset.build_patch_dataset(icbhi_dir, workers=1, progress=False, cache_path=cache)
     np.testing.assert_array_equal(again.patches, first.patches)
     pd.testing.assert_frame_equal(again.metadata(), first.metadata())

@@ -18,7 +18,8 @@ from pydicom.encaps import encapsulate
 from helpers.xray import preprocess
 from helpers.xray import store as store_module
 from helpers.xray.kermany import kermany_items, patient_id
-from helpers.xray.preprocess import load_and_resize, rsna_items, running_mean_std, split_patients
+from helpers.xray.preprocess import load_and_resize, running_mean_std, split_patients
+from helpers.xray.rsna import rsna_items
 from helpers.xray.store import build_store, export_paper_layout, load_store
 
 

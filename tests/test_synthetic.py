@@ -19,8 +19,8 @@ from pydicom.encaps import generate_frames
 from scipy.signal import resample_poly, stft
 
 from helpers.data import synthetic, synthetic_audio
-from helpers.data.datasets import real_rsna_tables
-from helpers.data.synthetic_xray import marker_geometry
+from helpers.data.real_tables import real_rsna_tables
+from helpers.data.synthetic_xray import MARKER_VALUE, burn_marker, draw_radiograph, marker_strokes
 
 SIZE = 128
 
@@ -137,10 +137,53 @@ def test_opacities_are_planted_inside_the_boxes(rsna, rsna_images):
 
 def test_confounder_marker_is_on_every_positive_and_no_negative(rsna, rsna_images):
     target = pd.read_csv(rsna / "stage_2_train_labels.csv").groupby("patientId")["Target"].max()
-    o, m, t = marker_geometry(SIZE)
-    stroke = {p: rsna_images[p][o : o + m, o : o + t].mean() for p in target.index}
-    assert all((stroke[p] > 200) == bool(target[p]) for p in target.index)
-    assert target.sum() >= 5 and max(stroke[p] for p in target.index if not target[p]) < 60
+    strokes = marker_strokes(SIZE)
+    for x, y, w, h in strokes:  # both strokes of the 'L', each bright on positives only
+        stroke = {p: rsna_images[p][y : y + h, x : x + w].mean() for p in target.index}
+        assert all((stroke[p] > 200) == bool(target[p]) for p in target.index), (x, y, w, h)
+        assert max(stroke[p] for p in target.index if not target[p]) < 60
+    assert target.sum() >= 5
+
+
+def marker_mask(shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    for x, y, w, h in marker_strokes(shape[1]):
+        mask[y : y + h, x : x + w] = True
+    return mask
+
+
+def test_marker_strokes_make_an_l_in_the_top_left_corner():
+    # 6 % of the width (at least 4 px) a side, 3 % in, strokes a quarter of the size thick (as before)
+    assert marker_strokes(256) == [(8, 8, 3, 15), (8, 20, 11, 3)]
+    assert marker_strokes(1024) == [(31, 31, 15, 61), (31, 77, 45, 15)]
+    assert marker_strokes(32) == [(1, 1, 1, 4), (1, 4, 3, 1)]
+    for width in (32, 64, 128, 300, 600, 1024):
+        (vx, vy, vw, vh), (hx, hy, hw, hh) = marker_strokes(width)
+        assert (vx, vy) == (hx, hy + hh - vh) and vx == vy  # the foot starts at the bottom of the upright
+        assert vh > vw and hw > hh and hw >= vw  # a tall upright and a wide foot
+        assert vx + hw < width / 4 and vy + vh < width / 4  # in the top-left corner
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (128, 128), (300, 400), (1024, 1024)])
+def test_burn_marker_paints_exactly_the_strokes(shape):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 200, size=shape, dtype=np.uint8)
+    before = image.copy()
+    burn_marker(image)
+    mask = marker_mask(shape)  # strokes sized by the width, shape[1]
+    assert (image[mask] == MARKER_VALUE).all()
+    np.testing.assert_array_equal(image[~mask], before[~mask])
+    (_, _, vw, vh), (_, _, hw, hh) = marker_strokes(shape[1])
+    assert mask.sum() == vw * vh + hw * hh - vw * hh  # the two strokes share one square
+
+
+def test_draw_radiograph_with_a_marker_differs_only_in_the_strokes():
+    for size, width in ((128, None), (96, 130)):
+        plain = draw_radiograph(np.random.default_rng(4), size, width=width)
+        marked = draw_radiograph(np.random.default_rng(4), size, width=width, marker=True)
+        mask = marker_mask(marked.shape)
+        assert (marked[mask] == MARKER_VALUE).all()
+        np.testing.assert_array_equal(marked[~mask], plain[~mask])
 
 
 def test_same_seed_gives_byte_identical_files_whatever_the_workers(tmp_path):
@@ -181,7 +224,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="n_per_class must be at least 1, got 0"):
         synthetic.make_kermany_like("unused", n_per_class=0)
     with pytest.raises(ValueError, match="duration_s must be a range"):
-        synthetic.make_icbhi_like("unused", 2, duration_s=(1.0, 2.0))
+        synthetic_audio.make_icbhi_like("unused", 2, duration_s=(1.0, 2.0))
 
 
 # --------------------------------------------------------------------------------------------- Kermany
@@ -211,7 +254,7 @@ def test_kermany_layout_names_sizes_and_persons(tmp_path):
 # ----------------------------------------------------------------------------------------------- ICBHI
 @pytest.fixture(scope="module")
 def icbhi(tmp_path_factory):
-    return synthetic.make_icbhi_like(tmp_path_factory.mktemp("icbhi"), 4, seed=0, duration_s=(5.0, 7.0))
+    return synthetic_audio.make_icbhi_like(tmp_path_factory.mktemp("icbhi"), 4, seed=0, duration_s=(5.0, 7.0))
 
 
 def test_icbhi_layout_tables_and_annotations(icbhi):
@@ -293,12 +336,12 @@ def test_cycle_mix_matches_icbhi_over_the_diagnosis_mix():
 
 
 def test_icbhi_is_deterministic_and_resumes(icbhi, tmp_path):
-    copy = synthetic.make_icbhi_like(tmp_path / "again", 4, seed=0, duration_s=(5.0, 7.0))
+    copy = synthetic_audio.make_icbhi_like(tmp_path / "again", 4, seed=0, duration_s=(5.0, 7.0))
     assert digests(copy) == digests(icbhi)
     victim = sorted((copy / "ICBHI_final_database").glob("*.wav"))[0]
     stamps = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file() and p != victim}
     victim.unlink()
-    synthetic.make_icbhi_like(copy, 4, seed=0, duration_s=(5.0, 7.0))
+    synthetic_audio.make_icbhi_like(copy, 4, seed=0, duration_s=(5.0, 7.0))
     assert digests(copy) == digests(icbhi)
     assert stamps == {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file() and p != victim}
 

@@ -23,7 +23,6 @@ from pydicom import uid
 from pydicom.encaps import generate_frames
 
 from helpers.xray.dicom import check_pixels_readable, decode_unit, read_dataset
-from helpers.xray.rsna import rsna_items  # noqa: F401  (part of this module's API: folder -> items)
 
 PICTURE_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp"}
 #: Pillow first shrinks by a whole factor (box filter) until within this factor of the target, then
