@@ -169,7 +169,7 @@ def test_commands_in_the_instructor_guide_exist():
     import sys
 
     text = GUIDE.read_text()
-    modules = set(re.findall(r"python -m (helpers\.\w+)", text))
+    modules = set(re.findall(r"python -m (helpers(?:\.\w+)+)", text))
     assert {"helpers.course.prepare", "helpers.course.run_notebooks", "helpers.course.colab"} <= modules
     for module in modules:
         assert hasattr(importlib.import_module(module), "main"), module
@@ -182,5 +182,5 @@ def test_commands_in_the_instructor_guide_exist():
     prepare_help = subprocess.run(
         [sys.executable, "-m", "helpers.course.prepare", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for option in set(re.findall(r"helpers\.prepare[^\n`]*?(--[a-z-]+)", text)):
+    for option in set(re.findall(r"helpers\.course\.prepare[^\n`]*?(--[a-z-]+)", text)):
         assert option in prepare_help, option
