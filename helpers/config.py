@@ -1,8 +1,14 @@
 """Course configuration: the run mode, where data and caches live, device choice and seeding.
 
 Taught in ``notebooks/00_setup.ipynb``. The mode is read from ONE environment variable,
-``XAI_COURSE_MODE`` (``smoke`` or ``full``), here and nowhere else. ``pytest`` sets it to ``smoke``
-for the notebook kernels (see ``conftest.py``); a learner running the notebooks gets ``full``.
+``XAI_COURSE_MODE``, here and nowhere else:
+
+- ``auto`` (the default): ``full`` where a CUDA GPU is available, ``cpu`` otherwise;
+- ``full``: the paper's sizes (224 px, thousands of films, the real data when downloaded), made for a GPU;
+- ``cpu``: a learner without a GPU: sized so that the whole course runs in about 15 minutes on a 2-core laptop,
+  with ``layer4`` maps of 5 x 5 cells that point at the opacities, by the same code as ``full``;
+- ``smoke``: tests and CI only (tiny data, a few steps). ``pytest`` sets it for the notebook kernels
+  (``conftest.py``).
 
 Paths are relative to the course root: the checkout that holds this package (``pyproject.toml`` next to
 ``helpers/``), or the current working directory when the package was pip-installed (Colab). Each path
@@ -35,7 +41,8 @@ MODE_ENV = "XAI_COURSE_MODE"
 ROOT_ENV = "XAI_COURSE_ROOT"
 DATA_ENV = "XAI_COURSE_DATA"
 CACHE_ENV = "XAI_COURSE_CACHE"
-MODES = ("smoke", "full")
+MODES = ("smoke", "cpu", "full")
+AUTO = "auto"
 
 # Public address of the course repository: the Colab badges and the Colab setup cell read it from here.
 REPO_URL = "https://github.com/xai-lung-course/xai-lung-course"
@@ -44,7 +51,7 @@ REPO_BRANCH = "main"
 
 @dataclass(frozen=True)
 class Sizes:
-    """The sizes that differ between smoke mode (CI, a laptop in minutes) and full mode."""
+    """The sizes that differ between the modes."""
 
     rsna_patients: int  # synthetic RSNA-like patients to generate
     dicom_size: int  # side of the synthetic DICOM images, in pixels (real RSNA: 1024)
@@ -63,6 +70,16 @@ SMOKE_SIZES = Sizes(
     epochs=5,
     batch_size=32,
     audio_epochs=4,
+)
+#: Measured on a 2-core CPU (benchmarks/bench_cpu_mode.py): 160 px gives layer4 maps of 5 x 5 cells.
+CPU_SIZES = Sizes(
+    rsna_patients=800,
+    dicom_size=512,
+    image_size=160,
+    icbhi_patients=24,
+    epochs=4,
+    batch_size=32,
+    audio_epochs=10,
 )
 FULL_SIZES = Sizes(
     rsna_patients=3000,
@@ -84,6 +101,7 @@ class Settings:
     data_dir: Path
     cache_dir: Path
     sizes: Sizes
+    mode_reason: str = ""  # why this mode: set by the environment, or chosen by auto
 
     @property
     def smoke(self) -> bool:
@@ -110,22 +128,34 @@ def find_root() -> Path:
     return Path.cwd().resolve()
 
 
+def choose_mode() -> tuple[str, str]:
+    """``(mode, reason)`` from ``$XAI_COURSE_MODE``: ``auto`` (the default) picks ``full`` where CUDA is available
+    and ``cpu`` otherwise; ``smoke``, ``cpu`` and ``full`` are taken as set."""
+    asked = os.environ.get(MODE_ENV, AUTO).strip().lower() or AUTO
+    if asked == AUTO:
+        import torch
+
+        if torch.cuda.is_available():
+            return "full", f"chosen automatically: CUDA GPU found ({torch.cuda.get_device_name(0)})"
+        return "cpu", "chosen automatically: no CUDA GPU, so the lesson is sized for this CPU"
+    if asked not in MODES:
+        raise ValueError(f"{MODE_ENV}={asked!r} is not a mode; expected one of {', '.join((AUTO, *MODES))}")
+    return asked, f"set by {MODE_ENV}={asked}"
+
+
 def get_mode() -> str:
-    """The run mode from ``$XAI_COURSE_MODE``: ``full`` (default) or ``smoke``."""
-    mode = os.environ.get(MODE_ENV, "full").strip().lower() or "full"
-    if mode not in MODES:
-        raise ValueError(f"{MODE_ENV}={mode!r} is not a mode; expected one of {', '.join(MODES)}")
-    return mode
+    """The run mode (``smoke``, ``cpu`` or ``full``), see :func:`choose_mode`."""
+    return choose_mode()[0]
 
 
 def get_settings() -> Settings:
     """Read the mode and paths from the environment (fresh on every call; nothing is cached)."""
-    mode = get_mode()
+    mode, reason = choose_mode()
     root = find_root()
     data_dir = Path(os.environ.get(DATA_ENV) or root / "data").expanduser().resolve()
     cache_root = Path(os.environ.get(CACHE_ENV) or root / "cache").expanduser().resolve()
-    sizes = SMOKE_SIZES if mode == "smoke" else FULL_SIZES
-    return Settings(mode=mode, root=root, data_dir=data_dir, cache_dir=cache_root / mode, sizes=sizes)
+    sizes = {"smoke": SMOKE_SIZES, "cpu": CPU_SIZES, "full": FULL_SIZES}[mode]
+    return Settings(mode, root, data_dir, cache_root / mode, sizes, reason)
 
 
 def pick_device(prefer: str | None = None):
@@ -203,13 +233,48 @@ def is_colab() -> bool:
         return False
 
 
-def describe(settings: Settings | None = None) -> str:
-    """The one-line report every notebook prints at the top: mode, device and data in use."""
+#: Seconds per notebook, measured by ``python -m helpers.course.run_notebooks --mode <mode>`` on a 2-core CPU
+#: with the data and cache already made (a second run). Full mode has no figure: it was not measured on a GPU.
+EXPECTED_SECONDS: dict[str, dict[str, float]] = {
+    "smoke": {"00": 5, "01": 14, "02": 10, "03": 11, "04": 13, "05": 21, "06": 17},
+    "cpu": {},
+}
+
+
+def expected_time(settings: Settings, notebook: str) -> str:
+    """How long ``notebook`` (``"02"``) is expected to take in this mode, as a phrase for the report."""
+    seconds = EXPECTED_SECONDS.get(settings.mode, {}).get(notebook)
+    if seconds is None:
+        return f"not measured for {settings.mode} mode"
+    text = f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+    return f"{text} on a 2-core laptop CPU once its data exist (measured); the first run makes them"
+
+
+def describe(settings: Settings | None = None, notebook: str | None = None) -> str:
+    """The report every notebook prints at the top: the mode and why, the device, the data in use; with
+    ``notebook`` (``"02"``) also how long it is expected to take and the one line that changes the mode."""
     settings = settings or get_settings()
     device = pick_device()
     real = [d for d in ("rsna", "kermany", "icbhi") if settings.real_dir(d).is_dir()]
     data = "real: " + ", ".join(real) if real else "built-in synthetic data"
-    return f"mode={settings.mode} | device={device.type} | data={data} | data dir={display_path(settings.data_dir, settings)}"
+    lines = [
+        f"mode={settings.mode} ({settings.mode_reason or 'set directly'}) | device={device.type} | data={data} "
+        f"| data dir={display_path(settings.data_dir, settings)}"
+    ]
+    if notebook is not None:
+        lines.append(
+            f"expected time for notebook {notebook} in {settings.mode} mode: {expected_time(settings, notebook)}"
+        )
+        lines.append(
+            f'change the mode: os.environ["{MODE_ENV}"] = "cpu" (or "full", "smoke") in the first cell, '
+            f"or {MODE_ENV}=cpu jupyter lab"
+        )
+    if settings.mode == "full" and device.type == "cpu":
+        lines.append(
+            "WARNING: full mode on a CPU trains ResNet18 at 224 px for many minutes per epoch; "
+            f"{MODE_ENV}=cpu gives the same lesson in minutes (training prints its estimate before it starts)"
+        )
+    return "\n".join(lines)
 
 
 def display_path(path: Path, settings: Settings | None = None) -> str:

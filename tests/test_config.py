@@ -13,17 +13,46 @@ from helpers import config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_mode_defaults_to_full_and_reads_the_variable(monkeypatch):
+def test_auto_is_the_default_full_with_cuda_cpu_without(monkeypatch):
     monkeypatch.delenv(config.MODE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert config.choose_mode() == (
+        "cpu",
+        "chosen automatically: no CUDA GPU, so the lesson is sized for this CPU",
+    )
+    assert config.get_settings().sizes == config.CPU_SIZES
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _=0: "Tesla T4")
+    assert config.choose_mode() == ("full", "chosen automatically: CUDA GPU found (Tesla T4)")
+    monkeypatch.setenv(config.MODE_ENV, "auto")
     assert config.get_mode() == "full"
-    monkeypatch.setenv(config.MODE_ENV, "SMOKE")
-    assert config.get_mode() == "smoke"
-    assert config.get_settings().sizes == config.SMOKE_SIZES
+
+
+def test_a_mode_set_in_the_environment_wins_and_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for mode, sizes in (
+        ("SMOKE", config.SMOKE_SIZES),
+        ("cpu", config.CPU_SIZES),
+        ("full", config.FULL_SIZES),
+    ):
+        monkeypatch.setenv(config.MODE_ENV, mode)
+        settings = config.get_settings()
+        assert (settings.mode, settings.sizes) == (mode.lower(), sizes)
+        assert settings.mode_reason == f"set by XAI_COURSE_MODE={mode.lower()}"
+
+
+def test_cpu_mode_has_layer4_maps_of_at_least_5_cells():
+    from helpers.training.models import layer4_side
+
+    assert layer4_side(config.CPU_SIZES.image_size) >= 5
+    assert layer4_side(config.FULL_SIZES.image_size) == 7
 
 
 def test_unknown_mode_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(config.MODE_ENV, "fast")
-    with pytest.raises(ValueError, match="XAI_COURSE_MODE='fast' is not a mode; expected one of smoke, full"):
+    with pytest.raises(
+        ValueError, match="XAI_COURSE_MODE='fast' is not a mode; expected one of auto, smoke, cpu, full"
+    ):
         config.get_settings()
 
 
@@ -85,14 +114,36 @@ def test_cpu_threads_one_in_smoke_mode_and_overridable(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_describe_is_one_line_with_mode_device_and_relative_data_dir(monkeypatch):
+def test_describe_is_one_line_with_mode_reason_device_and_relative_data_dir(monkeypatch):
     monkeypatch.delenv(config.DATA_ENV, raising=False)
     monkeypatch.delenv(config.ROOT_ENV, raising=False)
     monkeypatch.setenv(config.MODE_ENV, "smoke")
     line = config.describe()
     assert "\n" not in line
-    assert line.startswith("mode=smoke | device=")
+    assert line.startswith("mode=smoke (set by XAI_COURSE_MODE=smoke) | device=")
     assert line.endswith("data dir=data")
+
+
+def test_describe_for_a_notebook_gives_its_expected_time_and_how_to_change_the_mode(monkeypatch):
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    lines = config.describe(notebook="02").splitlines()
+    seconds = config.EXPECTED_SECONDS["smoke"]["02"]
+    assert lines[1] == (
+        f"expected time for notebook 02 in smoke mode: about {seconds} s on a 2-core laptop CPU once its data "
+        "exist (measured); the first run makes them"
+    )
+    assert lines[2].startswith('change the mode: os.environ["XAI_COURSE_MODE"] = "cpu"')
+    monkeypatch.setenv(config.MODE_ENV, "full")
+    report = config.describe(notebook="02")
+    assert "expected time for notebook 02 in full mode: not measured for full mode" in report
+    if config.pick_device().type == "cpu":
+        assert "WARNING: full mode on a CPU" in report
+
+
+def test_every_notebook_has_a_measured_time_in_smoke_and_cpu_mode():
+    notebooks = sorted(p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for mode in ("smoke", "cpu"):
+        assert sorted(config.EXPECTED_SECONDS[mode]) == notebooks, mode
 
 
 def test_colab_detection_follows_google_colab_module(monkeypatch, tmp_path):

@@ -23,7 +23,7 @@ def course_root(tmp_path, monkeypatch):
 def test_prepare_builds_everything_a_workshop_needs_then_reuses_it(course_root, capsys):
     assert prepare.main(["--train", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "mode=smoke" in out and out.count("[prepare]") == 4, out
+    assert "mode=smoke" in out and out.count("[prepare]") == 5, out
     settings = config.get_settings()
     store = load_store(pipeline.store_path(settings))
     assert store.images.dtype.name == "uint8" and store.size == settings.sizes.image_size
@@ -68,3 +68,29 @@ def test_the_checkpoint_name_changes_with_the_recipe_version_and_the_training_se
     changed = {**pipeline.xray_training_config(settings), "lr": 0.5}
     monkeypatch.setattr(pipeline, "xray_training_config", lambda settings=None: changed)
     assert pipeline.checkpoint_path(settings) != current
+
+
+def test_full_mode_on_a_cpu_announces_the_training_time_first(monkeypatch, capsys):
+    import numpy as np
+    import torch
+
+    from helpers.training.models import resnet18_xray
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    images = np.random.default_rng(0).integers(0, 255, size=(20, 32, 32), dtype=np.uint8)
+    recipe = {"batch_size": 8, "lr": 1e-4, "epochs": 3}
+    torch.manual_seed(0)
+    model = resnet18_xray(mean=0.5, std=0.25).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setenv(config.MODE_ENV, "full")
+    seconds = pipeline.announce_training_time(config.get_settings(), model, images, recipe)
+    out = capsys.readouterr().out
+    assert seconds is not None and seconds > 0
+    assert out.startswith("Full mode on a cpu: one training step of 8 films took ")
+    assert (
+        f"so 3 epochs will take about {seconds / 60:.0f} min" in out and '"XAI_COURSE_MODE"] = "cpu"' in out
+    )
+    assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    monkeypatch.setenv(config.MODE_ENV, "cpu")
+    assert pipeline.announce_training_time(config.get_settings(), model, images, recipe) is None
+    assert capsys.readouterr().out == ""

@@ -1,14 +1,18 @@
 """Run the whole course headless: execute every notebook in order and keep the executed copies.
 
-    python -m helpers.course.run_notebooks                 # full mode (real data if downloaded, else synthetic)
+    python -m helpers.course.run_notebooks                 # the mode XAI_COURSE_MODE sets, else auto (cpu or full)
     python -m helpers.course.run_notebooks --mode smoke    # the quick CI-sized run
     python -m helpers.course.run_notebooks --only 03 05    # some notebooks only
+    python -m helpers.course.run_notebooks --mode cpu --publish   # also refresh docs/executed/ (maintainers)
 
 Executed notebooks (``.ipynb`` with outputs, and ``.html``) go to ``build/<mode>/`` (git-ignored), with
 ``timings.csv``: how long each notebook took. The source notebooks are not modified. Instructors use the
 timings to plan a workshop (see ``docs/INSTRUCTOR_GUIDE.md``).
 
-For maintainers: ``--store-checked-outputs`` (smoke mode only) writes back into the source notebooks the text
+For maintainers: ``--publish`` (cpu mode) writes the executed copies, figures included (shrunk to palette PNGs of
+at most ``MAX_FIGURE_WIDTH`` pixels, widget state dropped), to ``docs/executed/``, where GitHub and nbviewer show
+them to readers without a kernel; ``tests/test_executed_copies.py`` fails when they are stale.
+``--store-checked-outputs`` (smoke mode only) writes back into the source notebooks the text
 outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` and strips every other output. nbval compares a checked
 cell's new output against the stored one, so a checked cell without a stored output would check nothing.
 """
@@ -16,6 +20,9 @@ cell's new output against the stored one, so a checked cell without a stored out
 from __future__ import annotations
 
 import argparse
+import base64
+import copy
+import io
 import os
 import sys
 import time
@@ -24,8 +31,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
+from PIL import Image
 
-from helpers.config import MODE_ENV, MODES, find_root
+from helpers.config import AUTO, MODE_ENV, MODES, find_root, get_mode
 from helpers.files import atomic_path, write_atomic
 
 
@@ -54,6 +62,51 @@ def run_notebook(path: Path, out_dir: Path, timeout: int = 3600) -> float:
             nbformat.write(nb, tmp)
         write_atomic(out_dir / f"{path.stem}.html", HTMLExporter().from_notebook_node(nb)[0])
     return seconds
+
+
+PUBLISHED_DIR = Path("docs") / "executed"
+MAX_FIGURE_WIDTH = 720
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def shrink_png(data: str, max_width: int = MAX_FIGURE_WIDTH) -> str:
+    """A base64 PNG at most ``max_width`` pixels wide, as a 256-colour palette PNG (base64 again)."""
+    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
+    out = io.BytesIO()
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, "PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def published_copy(executed):
+    """The executed notebook as readers get it: figures shrunk (:func:`shrink_png`), widget views and the
+    widget state dropped (a static page cannot run them; each explorer has a static figure before it)."""
+    nb = copy.deepcopy(executed)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.outputs:
+            data = output.get("data", {})
+            data.pop(WIDGET_VIEW, None)
+            if "image/png" in data:
+                data["image/png"] = shrink_png(data["image/png"])
+        cell.outputs = [o for o in cell.outputs if "data" not in o or o["data"]]
+    return nb
+
+
+def publish(paths: list[Path], out_dir: Path, root: Path) -> list[Path]:
+    """Write the published copies of the executed ``paths`` (found in ``out_dir``) to ``docs/executed/``."""
+    written = []
+    for path in paths:
+        executed = nbformat.read(out_dir / path.name, as_version=4)
+        dest = root / PUBLISHED_DIR / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            nbformat.write(published_copy(executed), tmp)
+        written.append(dest)
+    return written
 
 
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
@@ -115,9 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mode",
-        choices=MODES,
+        choices=(AUTO, *MODES),
         default=None,
-        help=f"sets {MODE_ENV} for the kernels (default: as set, else full)",
+        help=f"sets {MODE_ENV} for the kernels (default: as set, else auto: full with CUDA, cpu without)",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="maintainers: write the executed copies with their figures to docs/executed/ (cpu mode)",
     )
     parser.add_argument("--only", nargs="*", default=None, help="notebook number prefixes, e.g. 01 03")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: build/<mode>)")
@@ -131,10 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode not in (None, "smoke"):
             parser.error("--store-checked-outputs runs in smoke mode, the mode pytest checks")
         args.mode = "smoke"
+    if args.publish:
+        if args.mode not in (None, "cpu"):
+            parser.error("--publish runs in cpu mode: the copies readers see are those of a CPU run")
+        args.mode = "cpu"
 
     if args.mode:
         os.environ[MODE_ENV] = args.mode  # the kernels inherit this process's environment
-    mode = os.environ.get(MODE_ENV, "full")
+    mode = get_mode()
+    os.environ[MODE_ENV] = mode  # every kernel gets the mode resolved here, once
     root = find_root()
     out_dir = args.out or root / "build" / mode
     paths = notebook_paths(root, args.only)
@@ -170,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     for n, s, st in rows:
         print(f"{n.ljust(width)}  {s:7.1f}  {st}")
     print(f"total: {sum(s for _, s, st in rows if st == 'ok'):.1f} s; executed copies and HTML in {out_dir}")
+    if args.publish and not failed:
+        written = publish(paths, out_dir, root)
+        size = sum(p.stat().st_size for p in written) / 1e6
+        print(f"published {len(written)} executed copies to {root / PUBLISHED_DIR} ({size:.1f} MB)")
     return 1 if failed else 0
 
 

@@ -17,9 +17,9 @@ from helpers.data.synthetic_audio import make_icbhi_like
 
 DATASETS = ("rsna", "kermany", "icbhi")
 #: Kermany-like training images per class (the settings have no size for this small side set).
-KERMANY_PER_CLASS = {"smoke": 24, "full": 300}
+KERMANY_PER_CLASS = {"smoke": 24, "cpu": 100, "full": 300}
 #: Length range of the synthetic ICBHI-like recordings, in seconds.
-ICBHI_DURATION_S = {"smoke": (6.0, 10.0), "full": (8.0, 20.0)}
+ICBHI_DURATION_S = {"smoke": (6.0, 10.0), "cpu": (8.0, 20.0), "full": (8.0, 20.0)}
 SHORTCUT_SEEDS = (1, 2)
 
 
