@@ -233,21 +233,43 @@ def is_colab() -> bool:
         return False
 
 
-#: Seconds per notebook, measured by ``python -m helpers.course.run_notebooks --mode <mode>`` on a 2-core CPU
-#: with the data and cache already made (a second run). Full mode has no figure: it was not measured on a GPU.
-EXPECTED_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"00": 5, "01": 14, "02": 10, "03": 11, "04": 13, "05": 21, "06": 17},
-    "cpu": {},
+#: Seconds per notebook as ``(first run, later runs)``, measured by ``python -m helpers.course.run_notebooks --mode
+#: <mode>`` on a 2-core CPU: the first run with empty ``data/`` and ``cache/`` (it makes what it needs), later runs
+#: reuse them. None: not measured. Full mode has no figure: it was not measured on a GPU.
+EXPECTED_SECONDS: dict[str, dict[str, tuple[float | None, float | None]]] = {
+    "smoke": {
+        "00": (None, 5),
+        "01": (None, 14),
+        "02": (None, 10),
+        "03": (None, 11),
+        "04": (None, 13),
+        "05": (None, 21),
+        "06": (None, 17),
+    },
+    "cpu": {
+        "00": (39, 4),
+        "01": (21, 13),
+        "02": (95, 13),
+        "03": (14, 15),
+        "04": (17, 19),
+        "05": (156, 58),
+        "06": (77, 69),
+    },
 }
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def expected_time(settings: Settings, notebook: str) -> str:
     """How long ``notebook`` (``"02"``) is expected to take in this mode, as a phrase for the report."""
-    seconds = EXPECTED_SECONDS.get(settings.mode, {}).get(notebook)
-    if seconds is None:
+    first, later = EXPECTED_SECONDS.get(settings.mode, {}).get(notebook, (None, None))
+    if first is None and later is None:
         return f"not measured for {settings.mode} mode"
-    text = f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
-    return f"{text} on a 2-core laptop CPU once its data exist (measured); the first run makes them"
+    parts = [f"about {_duration(first)} the first time (it makes its data)"] if first is not None else []
+    parts += [f"about {_duration(later)} when its data exist"] if later is not None else []
+    return ", ".join(parts) + " (measured on a 2-core laptop CPU)"
 
 
 def describe(settings: Settings | None = None, notebook: str | None = None) -> str:

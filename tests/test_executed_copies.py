@@ -1,8 +1,8 @@
 """The executed copies in docs/executed/: what a reader sees on GitHub or nbviewer without running anything.
 
-They are made by ``python -m helpers.course.run_notebooks --mode cpu --publish``. A copy is stale when its code
-differs from the source notebook's; every cell that draws a figure must have one stored, and the seven copies
-stay small. Also the publishing step itself (figures shrunk, widget state dropped).
+They are made by ``python -m helpers.course.run_notebooks --publish`` on a machine without a GPU (auto = cpu).
+A copy is stale when its code differs from the source notebook's; every cell that draws a figure must have one
+stored, and the seven copies stay small. Also the publishing step itself (figures shrunk, widget state dropped).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PUBLISHED = ROOT / run_notebooks.PUBLISHED_DIR
 MAX_TOTAL_BYTES = 8 * 2**20
-REFRESH = "refresh them with `python -m helpers.course.run_notebooks --mode cpu --publish`"
+REFRESH = "refresh them: `python -m helpers.course.run_notebooks --publish` on a machine without a GPU"
 
 
 def code_cells(path: Path) -> list[dict]:

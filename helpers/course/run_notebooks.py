@@ -3,13 +3,13 @@
     python -m helpers.course.run_notebooks                 # the mode XAI_COURSE_MODE sets, else auto (cpu or full)
     python -m helpers.course.run_notebooks --mode smoke    # the quick CI-sized run
     python -m helpers.course.run_notebooks --only 03 05    # some notebooks only
-    python -m helpers.course.run_notebooks --mode cpu --publish   # also refresh docs/executed/ (maintainers)
+    python -m helpers.course.run_notebooks --publish       # no GPU: auto = cpu; also refresh docs/executed/
 
 Executed notebooks (``.ipynb`` with outputs, and ``.html``) go to ``build/<mode>/`` (git-ignored), with
 ``timings.csv``: how long each notebook took. The source notebooks are not modified. Instructors use the
 timings to plan a workshop (see ``docs/INSTRUCTOR_GUIDE.md``).
 
-For maintainers: ``--publish`` (cpu mode) writes the executed copies, figures included (shrunk to palette PNGs of
+For maintainers: ``--publish`` (a cpu-mode run, on a machine without CUDA) writes the executed copies, figures included (shrunk to palette PNGs of
 at most ``MAX_FIGURE_WIDTH`` pixels, widget state dropped), to ``docs/executed/``, where GitHub and nbviewer show
 them to readers without a kernel; ``tests/test_executed_copies.py`` fails when they are stale.
 ``--store-checked-outputs`` (smoke mode only) writes back into the source notebooks the text
@@ -189,15 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode not in (None, "smoke"):
             parser.error("--store-checked-outputs runs in smoke mode, the mode pytest checks")
         args.mode = "smoke"
-    if args.publish:
-        if args.mode not in (None, "cpu"):
-            parser.error("--publish runs in cpu mode: the copies readers see are those of a CPU run")
-        args.mode = "cpu"
-
     if args.mode:
         os.environ[MODE_ENV] = args.mode  # the kernels inherit this process's environment
-    mode = get_mode()
-    os.environ[MODE_ENV] = mode  # every kernel gets the mode resolved here, once
+    mode = get_mode()  # each kernel resolves the same mode (and reports why) by itself
+    if args.publish and mode != "cpu":
+        parser.error(
+            f"--publish needs a cpu-mode run (this one is {mode}): the copies readers see are a CPU run's"
+        )
     root = find_root()
     out_dir = args.out or root / "build" / mode
     paths = notebook_paths(root, args.only)
