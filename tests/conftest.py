@@ -31,3 +31,16 @@ def unavailable():
         pytest.skip(reason)
 
     return handle
+
+
+@pytest.fixture
+def no_plt_show(monkeypatch):
+    """Plotting helpers return figures and never call ``plt.show()``; every figure is closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    def refuse_show(*args, **kwargs):
+        raise AssertionError("a plotting helper called plt.show(); it must return the figure instead")
+
+    monkeypatch.setattr(plt, "show", refuse_show)
+    yield
+    plt.close("all")

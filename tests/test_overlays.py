@@ -15,15 +15,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from helpers.explain import overlays  # noqa: E402
 from helpers.explain.localisation import scale_boxes  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def no_show_and_close(monkeypatch):
-    def refuse_show(*args, **kwargs):
-        raise AssertionError("helpers.explain.overlays must never call plt.show()")
-
-    monkeypatch.setattr(plt, "show", refuse_show)
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("no_plt_show")  # tests/conftest.py: no plt.show(), figures closed
 
 
 def test_overlay_shape_range_and_blend():

@@ -22,14 +22,7 @@ Y = np.array([0, 0, 0, 0, 1, 1, 1, 0])
 P = np.array([0.1, 0.6, 0.3, 0.95, 0.9, 0.4, 0.8, 0.2])
 
 
-@pytest.fixture(autouse=True)
-def no_show_and_close(monkeypatch):
-    def refuse_show(*args, **kwargs):
-        raise AssertionError("helpers.evaluate.plots must never call plt.show()")
-
-    monkeypatch.setattr(plt, "show", refuse_show)
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("no_plt_show")  # tests/conftest.py: no plt.show(), figures closed
 
 
 def _legend_texts(ax) -> list[str]:

@@ -12,15 +12,7 @@ import pytest  # noqa: E402
 
 from helpers.training import plots as training_plots  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def no_show_and_close(monkeypatch):
-    def refuse_show(*args, **kwargs):
-        raise AssertionError("helpers.training.plots must never call plt.show()")
-
-    monkeypatch.setattr(plt, "show", refuse_show)
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("no_plt_show")  # tests/conftest.py: no plt.show(), figures closed
 
 
 HISTORY = pd.DataFrame(
