@@ -28,7 +28,7 @@ data sets:
              certificate has expired, so the certificate is NOT checked; the zip is verified by its
              MD5 {download.REMOTES["icbhi"].md5} instead.
   synthetic  the built-in synthetic RSNA-like, Kermany-like and ICBHI-like sets, generated (no download)
-             for the current mode (XAI_COURSE_MODE=smoke or full) into DIR/synthetic-<mode>/; a data set
+             for the current mode (XAI_COURSE_MODE: auto, cpu, full or smoke) into DIR/synthetic-<mode>/; a data set
              whose real copy is in DIR is used as it is (the notebooks prefer real data).
   all        rsna, kermany and icbhi.
 

@@ -22,8 +22,8 @@ can be overridden with an environment variable:
 
 Nothing is cached between calls: :func:`get_settings` reads the environment each time.
 
-torch is imported inside the three functions that need it: this module is imported by everything, including
-``data_download.py`` and the data code, which must start fast and work before torch is importable.
+torch is imported inside the functions that need it (the device, seeding, threads, and the ``auto`` mode's
+question "is there a CUDA GPU?"), so that importing this module, which everything does, stays fast.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def choose_mode() -> tuple[str, str]:
     if asked == AUTO:
         import torch
 
-        if torch.cuda.is_available():
-            return "full", f"chosen automatically: CUDA GPU found ({torch.cuda.get_device_name(0)})"
+        if torch.cuda.is_available():  # asks the driver only: no CUDA context, no GPU memory taken
+            return "full", "chosen automatically: a CUDA GPU is available"
         return "cpu", "chosen automatically: no CUDA GPU, so the lesson is sized for this CPU"
     if asked not in MODES:
         raise ValueError(f"{MODE_ENV}={asked!r} is not a mode; expected one of {', '.join((AUTO, *MODES))}")

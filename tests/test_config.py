@@ -22,8 +22,7 @@ def test_auto_is_the_default_full_with_cuda_cpu_without(monkeypatch):
     )
     assert config.get_settings().sizes == config.CPU_SIZES
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _=0: "Tesla T4")
-    assert config.choose_mode() == ("full", "chosen automatically: CUDA GPU found (Tesla T4)")
+    assert config.choose_mode() == ("full", "chosen automatically: a CUDA GPU is available")
     monkeypatch.setenv(config.MODE_ENV, "auto")
     assert config.get_mode() == "full"
 

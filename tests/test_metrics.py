@@ -6,6 +6,9 @@ The bootstrap half (intervals, summary and subgroup tables) is tested in tests/t
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -320,3 +323,33 @@ def test_predict_split_returns_the_split_rows_with_probabilities_and_age_bands()
         inference.predict_split(MeanLogit(3), store, "test", device="cpu", progress=False)
     with pytest.raises(TypeError):  # no mean/std any more: the model carries them
         inference.predict_split(MeanLogit(), store, "test", 0.5, 0.25, device="cpu", progress=False)
+
+
+def test_a_failing_predict_leaves_gradients_on_and_the_model_as_it_was():
+    """Regression: the eval-mode and no_grad contexts were held in a generator, which an error left paused
+    while the traceback was kept alive (as a notebook keeps ``sys.last_traceback``), so gradients stayed off for
+    the rest of the session. Run in a fresh interpreter, as a notebook kernel would."""
+    import subprocess
+
+    code = """
+import sys, numpy as np, torch
+from helpers.training.inference import predict
+class ThreeD(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+    def forward(self, x):
+        return self.conv(x)[:, :, 0]  # B x 2 x W: not a classifier's output
+model = ThreeD().train()
+try:
+    predict(model, np.zeros((3, 8, 8), np.uint8), batch_size=2, device="cpu", progress=True)
+except ValueError as error:
+    kept = sys.exc_info()
+    print("error:", error)
+print("grad enabled:", torch.is_grad_enabled(), "| training:", model.training)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # the progress bar a learner sees
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = run.stdout
+    assert "error: predict: model output must be B, B x 1 or B x K" in out
+    assert out.strip().endswith("grad enabled: True | training: True"), out

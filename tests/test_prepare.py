@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import config
-from helpers.course import pipeline, prepare
+from helpers.course import pipeline, prepare, shortcut
 from helpers.training.checkpoints import load_checkpoint
 from helpers.xray.store import load_store
 
@@ -39,9 +39,15 @@ def test_prepare_builds_everything_a_workshop_needs_then_reuses_it(course_root, 
     assert "mean" not in meta and "std" not in meta and meta["store"] == store.path.name
     assert meta["image_size"] == [store.size, store.size]
 
-    stamps = {p: p.stat().st_mtime_ns for p in (checkpoint, patches)}
+    shortcut_model = shortcut.shortcut_checkpoint_path(settings)
+    stamps = {p: p.stat().st_mtime_ns for p in (checkpoint, patches, shortcut_model)}
     done = prepare.prepare(train=True, progress=False)  # a second run reuses everything
-    assert done == {"store": store.path, "checkpoint": checkpoint, "patches": patches}
+    assert done == {
+        "store": store.path,
+        "checkpoint": checkpoint,
+        "patches": patches,
+        "shortcut": shortcut_model,
+    }
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
@@ -94,3 +100,26 @@ def test_full_mode_on_a_cpu_announces_the_training_time_first(monkeypatch, capsy
     monkeypatch.setenv(config.MODE_ENV, "cpu")
     assert pipeline.announce_training_time(config.get_settings(), model, images, recipe) is None
     assert capsys.readouterr().out == ""
+
+
+def test_an_interrupted_training_is_resumed_not_used_half_trained(course_root, capsys):
+    """Regression (issue 19, finding 1): notebook 02 stopped after its first epoch left a best checkpoint, which
+    trained_xray_model then loaded as if it were the finished model."""
+    from helpers.training.checkpoints import epochs_done
+    from helpers.training.loop import fit
+    from helpers.training.models import resnet18_xray
+
+    settings = config.get_settings()
+    store = pipeline.rsna_store(settings, progress=False)
+    recipe = pipeline.xray_training_config(settings)
+    path = pipeline.checkpoint_path(settings)
+    model = resnet18_xray(mean=store.mean, std=store.std)
+    interrupted = {**recipe, "epochs": 1}  # as if the kernel died after epoch 1
+    fit(model, *store.split_arrays("train"), *store.split_arrays("val"), checkpoint_path=path, progress=False,
+        checkpoint_meta={"store": store.path.name}, **interrupted)  # fmt: skip
+    assert path.is_file() and epochs_done(path) == 1
+    _, meta = pipeline.trained_xray_model(settings, progress=False)
+    assert f"stopped after 1 of {recipe['epochs']} epochs; resuming it" in capsys.readouterr().out
+    assert epochs_done(path) == recipe["epochs"]
+    assert len(pipeline.trained_xray_model(settings, progress=False)[1]["history"]) >= meta["epoch"]
+    assert capsys.readouterr().out == ""  # complete now: loaded as it is

@@ -107,7 +107,7 @@ def test_notebook_follows_the_course_conventions(path):
     text = "\n".join("".join(c["source"]) for c in cells)
     assert re.search(r"^## .*Summary", text, re.M), "a Summary section"
     assert re.search(r"^## .*Exercises?", text, re.M), "an Exercises section"
-    assert "check(\"" in text, "exercises are checked"
+    assert 'check("' in text, "exercises are checked"
     assert "# NBVAL_CHECK_OUTPUT" in text, "nbval checks the printed values of deterministic cells"
     assert not re.search(r"['\"]/(home|root|work|tmp|content)/", text), "relative paths only"
     outputs = sum(len(json.dumps(c.get("outputs", []))) for c in cells if c["cell_type"] == "code")

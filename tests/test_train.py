@@ -18,7 +18,7 @@ import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 
-from helpers.training.checkpoints import load_checkpoint
+from helpers.training.checkpoints import load_checkpoint, resume_path
 from helpers.training.device_data import DeviceData, _fits_on_device, prepare_batch
 from helpers.training.inference import logits_for, predict
 from helpers.training.loop import (
@@ -533,3 +533,21 @@ def test_out_of_gpu_memory_says_what_to_do_and_keeps_the_finished_epochs(tmp_pat
     history = _fit(_tiny_model(), _binary_data(), checkpoint_path=path, epochs=3, resume=True)
     assert list(history["epoch"]) == [1, 2, 3]
     assert len(resumed_steps) == 6, "epoch 1 was kept: the resumed run trained only epochs 2 and 3"
+
+
+def test_resuming_with_other_class_weights_precision_or_device_is_refused_naming_the_setting(tmp_path):
+    """pos_weight, class_weights, the autocast dtype and the device change the results: a resume must match them."""
+    path = tmp_path / "best.pt"
+    data = _binary_data()
+    _fit(_tiny_model(), data, epochs=1, checkpoint_path=path, pos_weight=1.0)
+    with pytest.raises(ValueError, match="'pos_weight': {'saved': 1.0, 'now': 7.0}"):
+        _fit(_tiny_model(), data, checkpoint_path=path, resume=True, pos_weight=7.0)
+    state = load_checkpoint(resume_path(path))[1]["config"]
+    assert (state["amp"], state["device"], state["order_on"], state["class_weights"]) == (
+        "None",
+        "cpu",
+        "cpu",
+        None,
+    )
+    with pytest.raises(ValueError, match="checkpoint_meta may not set \\['history'\\]"):
+        _fit(_tiny_model(), data, checkpoint_path=tmp_path / "other.pt", checkpoint_meta={"history": []})

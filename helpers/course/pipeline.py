@@ -23,7 +23,7 @@ import torch
 
 from helpers.config import Settings, get_settings, pick_device
 from helpers.data import datasets
-from helpers.training.checkpoints import load_checkpoint
+from helpers.training.checkpoints import epochs_done, load_checkpoint
 from helpers.training.loop import fit, train_step
 from helpers.training.models import resnet18_xray
 from helpers.xray.augment import GpuAugment
@@ -154,7 +154,7 @@ def announce_training_time(
     batch = min(config["batch_size"], len(train_x))
     probe = copy.deepcopy(model).to(device).train()
     x = torch.from_numpy(np.asarray(train_x[:batch])).float()[:, None].to(device) / 255
-    y = torch.zeros(batch, device=device)
+    y = torch.zeros(batch, 1, device=device)  # the shape of the model output (B x 1 logits)
     optimizer = torch.optim.Adam(probe.parameters(), lr=config["lr"])
     seconds = []
     for _ in range(2):  # the first step also pays for one-off set-up: time the second
@@ -177,23 +177,31 @@ def trained_xray_model(
 ) -> tuple[torch.nn.Module, dict]:
     """The ResNet18 trained by notebook 02, in eval mode on the best device -> ``(model, meta)``.
 
-    Loads the checkpoint when it exists; otherwise trains one with :func:`xray_training_config` (seconds in
-    smoke mode, minutes on a GPU in full mode) and saves it. The model carries the store's mean/std;
+    Loads the checkpoint when its run is complete. A run that was interrupted (notebook 02 or ``prepare``
+    stopped part-way) is resumed, saying so: a half-trained model is never used as the finished one. Without a
+    checkpoint, trains one with :func:`xray_training_config` (about a minute and a half in cpu mode, minutes
+    on a GPU in full mode) and saves it. The model carries the store's mean/std;
     ``meta`` holds the image size and the training history.
     """
 
     settings = settings or get_settings()
-    path = checkpoint_path(settings)
-    if retrain or not path.is_file():
+    path, recipe = checkpoint_path(settings), xray_training_config(settings)
+    done = epochs_done(path)
+    if retrain or not path.is_file() or done is None or done < recipe["epochs"]:
+        if path.is_file() and not retrain and done is not None:
+            print(
+                f"{path.name}: its training stopped after {done} of {recipe['epochs']} epochs; resuming it",
+                flush=True,
+            )
         store = rsna_store(settings, progress=progress)
         train_x, train_y = store.split_arrays("train")
         val_x, val_y = store.split_arrays("val")
         torch.manual_seed(0)
         model = resnet18_xray(mean=store.mean, std=store.std)
-        announce_training_time(settings, model, train_x, xray_training_config(settings))
+        announce_training_time(settings, model, train_x, recipe)
         fit(
             model, train_x, train_y, val_x, val_y, checkpoint_path=path, progress=progress,
-            checkpoint_meta={"store": store.path.name}, **xray_training_config(settings),
+            checkpoint_meta={"store": store.path.name}, resume=not retrain, **recipe,
         )  # fmt: skip
     model, meta = load_checkpoint(path)
     return model.to(pick_device()).eval(), meta

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from PIL import Image
@@ -192,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode:
         os.environ[MODE_ENV] = args.mode  # the kernels inherit this process's environment
     mode = get_mode()  # each kernel resolves the same mode (and reports why) by itself
-    if args.publish and mode != "cpu":
+    if args.publish and (mode != "cpu" or torch.cuda.is_available()):
         parser.error(
-            f"--publish needs a cpu-mode run (this one is {mode}): the copies readers see are a CPU run's"
+            f"--publish needs a cpu-mode run on a machine without a GPU (this one: {mode} mode, CUDA "
+            f"{'available' if torch.cuda.is_available() else 'absent'}): the copies readers see are a CPU run's"
         )
     root = find_root()
     out_dir = args.out or root / "build" / mode

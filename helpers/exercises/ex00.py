@@ -7,7 +7,7 @@ from helpers.exercises.checks import Exercise
 
 EXERCISES = {
     "mode_variable": Exercise(
-        question="Which environment variable selects the course mode (smoke or full)?",
+        question="Which environment variable selects the course mode (auto, cpu, full or smoke)?",
         reference=lambda: config.MODE_ENV,
         hint="Look at the docstring of helpers.config, or at the names defined at its top.",
     ),

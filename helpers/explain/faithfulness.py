@@ -221,7 +221,7 @@ def deletion_insertion(
     same curves for seeded random pixel orderings (averaged over ``random_draws``) as the reference.
 
     Petsiuk et al. delete to a flat image and insert into a blurred one: the defaults are the image mean
-    and a blur. Good maps: deletion AUC below random, insertion AUC above. The model must be in eval mode.
+    and a blur. Good maps: deletion AUC below random, insertion AUC above. The model runs in eval mode and is left as it was.
     Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
     if random_draws < 1:

@@ -123,6 +123,18 @@ def resume_path(checkpoint_path: str | os.PathLike) -> Path:
     return path.with_name(path.stem + ".last" + path.suffix)
 
 
+def epochs_done(checkpoint_path: str | os.PathLike) -> int | None:
+    """How many epochs the run saving to ``checkpoint_path`` has finished (from its resumable state, read
+    lazily: no weights are loaded), or None when there is no readable state. Lets a caller tell a finished run
+    from an interrupted one, whose best checkpoint already exists after its first epoch."""
+    state = resume_path(checkpoint_path)
+    try:
+        payload = torch.load(state, map_location="cpu", weights_only=True, mmap=True)
+        return len(payload["meta"]["history"])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError):
+        return None
+
+
 class RunCheckpoints:
     """Where a training run keeps its best epoch (``checkpoint_path``) and its resumable state (beside it,
     :func:`resume_path`), and how it reads them back; with no path, the best weights are kept in memory.

@@ -1,4 +1,4 @@
-"""Serving image batches to a device: on the GPU when the data fit, streamed when not; batched inference.
+"""Serving image batches to a device: on the GPU when the data fit, streamed when not (prediction: :mod:`helpers.training.inference`).
 
 Taught in ``notebooks/02_training_resnet18.ipynb``; used by :func:`helpers.training.loop.fit` and
 :mod:`helpers.training.inference` (logits and probabilities for a whole split).

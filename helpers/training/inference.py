@@ -9,7 +9,6 @@ own input (:mod:`helpers.training.models`), so no ``mean``/``std`` travels with 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,21 +23,13 @@ from helpers.progress import progress_bar
 from helpers.training.device_data import DeviceData, prepare_batch
 
 
-def _logit_batches(
-    model: nn.Module,
-    data: DeviceData,
-    batch_size: int,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> Iterator[torch.Tensor]:
-    """B x K float32 logits per batch of ``data``, in order, on the device (eval mode, no grad)."""
-    with eval_mode(model), torch.no_grad():
-        for raw, _ in data.batches(batch_size):
-            x = prepare_batch(raw, data.scale, channels_last=channels_last)
-            with torch.autocast(
-                x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
-                yield model(x).float()
+def _batch_logits(
+    model: nn.Module, raw: torch.Tensor, scale: float, amp_dtype: torch.dtype | None, channels_last: bool
+) -> torch.Tensor:
+    """B x K float32 logits of one raw batch (the caller holds eval mode and ``no_grad``)."""
+    x = prepare_batch(raw, scale, channels_last=channels_last)
+    with torch.autocast(x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        return model(x).float()
 
 
 def logits_for(
@@ -52,7 +43,11 @@ def logits_for(
 
     Used for validation inside :func:`helpers.training.loop.fit`; an empty ``data`` gives a 0 x 0 tensor.
     """
-    chunks = list(_logit_batches(model, data, batch_size, amp_dtype, channels_last))
+    with eval_mode(model), torch.no_grad():
+        chunks = [
+            _batch_logits(model, raw, data.scale, amp_dtype, channels_last)
+            for raw, _ in data.batches(batch_size)
+        ]
     return torch.cat(chunks) if chunks else torch.zeros((0, 0), device=data.device)
 
 
@@ -87,11 +82,17 @@ def predict(
     data = DeviceData(images, device=device)  # checks the shape and the dtype
     home = next(model.parameters(), None)
     chunks = []
-    try:
-        batches = _logit_batches(model.to(device), data, batch_size)
-        total = math.ceil(len(data) / batch_size)
-        for logits in progress_bar(batches, total=total, desc="predict", leave=False, enabled=progress):
-            chunks.append(_probabilities(logits).cpu())
+    batches = progress_bar(
+        data.batches(batch_size),
+        total=math.ceil(len(data) / batch_size),
+        desc="predict",
+        leave=False,
+        enabled=progress,
+    )
+    try:  # the contexts are held here, not in a generator: an error cannot leave them open
+        with eval_mode(model.to(device)), torch.no_grad():
+            for raw, _ in batches:
+                chunks.append(_probabilities(_batch_logits(model, raw, data.scale, None, False)).cpu())
     finally:
         if home is not None:
             model.to(home.device)

@@ -369,6 +369,12 @@ def fit(
     settings.update(
         monitor=monitor, recalibrate_bn=recalibrate_bn, n_train=train.n, n_val=val.n, num_classes=n_out
     )
+    settings.update(
+        _loss_settings(loss_fn), amp=str(opt.amp_dtype), device=device.type, order_on=train.index_device.type
+    )
+    reserved = {"epoch", "metrics", "history"} & set(checkpoint_meta or {})
+    if reserved:
+        raise ValueError(f"checkpoint_meta may not set {sorted(reserved)}: fit records them itself")
     meta = {"image_size": list(train.image_shape[1:]), "num_classes": n_out, "monitor": monitor}
     meta.update(pos_weight=_loss_pos_weight(loss_fn), **(checkpoint_meta or {}))
     run = RunCheckpoints(checkpoint_path, settings, meta)
@@ -454,6 +460,15 @@ def recalibrate_batchnorm(
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
     return len(norms)
+
+
+def _loss_settings(loss_fn: _Loss) -> dict[str, Any]:
+    """The class balancing a loss uses, as plain values: part of a run's resumable settings."""
+    weight = getattr(loss_fn.loss, "weight", None)
+    return {
+        "pos_weight": _loss_pos_weight(loss_fn),
+        "class_weights": None if weight is None else weight.tolist(),
+    }
 
 
 def _loss_pos_weight(loss_fn: _Loss) -> float | None:
