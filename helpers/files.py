@@ -7,6 +7,9 @@ Used by every module that writes (the synthetic sets, the store, checkpoints, pa
   crash leaves no temporary behind. The temporary name carries the process id and a random part, so two
   processes writing the same file at once (two notebooks on "Run all") never share a temporary.
 - :func:`claim_folder`: a folder made from given arguments, resumable, refusing other arguments.
+- :func:`require_free_space` / :func:`disk_full_guard`: a write that cannot fit is refused before it starts,
+  and one that hits a full disk anyway raises :class:`DiskFullError` naming the file, never a bus error or
+  a library's internal message.
 - :func:`process_pool` / :func:`run_tasks`: worker processes are always started with ``spawn``. ``fork``
   copies a notebook kernel with its threads (ZeroMQ, torch's thread pools) mid-flight, which can deadlock the
   children; ``spawn`` starts clean interpreters (a script then needs an ``if __name__ == "__main__":`` guard).
@@ -15,10 +18,12 @@ Used by every module that writes (the synthetic sets, the store, checkpoints, pa
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing
 import multiprocessing.pool
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +48,62 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) has no room for a write; the message names the path and the sizes."""
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in the largest unit that keeps 3 significant digits: ``"512 B"``, ``"1.46 MB"``, ``"2.10 GB"``."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 1000 else f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def require_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise :class:`DiskFullError` when ``folder``'s disk has fewer than ``needed`` bytes free.
+
+    ``folder`` may not exist yet: its nearest existing parent is asked.
+    """
+    folder = Path(folder).absolute()
+    probe = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full: {what} needs {human_bytes(needed)} but only {human_bytes(free)} is free in {folder}; "
+            "free some space (or point XAI_COURSE_DATA / XAI_COURSE_CACHE at a larger disk) and run again",
+        )
+
+
+def _is_disk_full(exc: BaseException, path: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save reports a short write as RuntimeError("... unexpected pos ..."), without the errno.
+    if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "No space left" in str(exc)):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn a full-disk failure inside the block into :class:`DiskFullError` naming ``what`` and ``path``."""
+    path = Path(path)
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as exc:
+        if not _is_disk_full(exc, path):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full while writing {what} {path}: {exc}. What was already finished is kept, so the next "
+            "run resumes; free some space and run again",
+        ) from exc
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
