@@ -47,6 +47,8 @@ where files go:
   DIR/downloads/<file>.part and resume after an interruption (run the same command again); they are
   renamed only when complete and verified, extracted into a hidden temporary folder and moved into place
   when everything worked. A finished folder holds a {archives.MARKER} marker; a second run does nothing.
+  A download that is not a readable archive or not the data set (e.g. an HTML error page from a mirror)
+  is moved aside to DIR/downloads/<file>.bad-<time>, never reused: the next run downloads it again.
 
 workshops (flaky Wi-Fi):
   One person downloads once with --keep-archive and copies DIR/downloads/*.zip to a USB stick (for a

@@ -28,6 +28,8 @@ from helpers.data.download import Remote
 from helpers.data.http_download import DownloadError
 
 ROOT = Path(__file__).resolve().parents[1]
+HTML = b"<!DOCTYPE html>\n<html><body>Too many requests, try again later</body></html>\n"
+KERMANY = {"chest_xray/train/NORMAL/IM-1.jpeg": b"jpg", "chest_xray/test/PNEUMONIA/IM-2.jpeg": b"jpg"}
 PAYLOAD = {"pack/a.txt": b"alpha\n" * 1000, "pack/sub/b.bin": bytes(range(256)) * 64, "pack/empty.txt": b""}
 
 
@@ -67,8 +69,10 @@ def files_under(folder: Path) -> list[str]:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Serves ``server.files``; honours ``Range`` unless ``server.ignore_range``; ``server.cut_after`` makes
-    the next response stop after that many bytes (a dropped connection)."""
+    """Serves ``server.files`` (with ``server.types[path]`` as Content-Type where given); honours ``Range``
+    unless ``server.ignore_range``; ``server.range_from_zero`` answers a ``Range`` request with 206 and the
+    whole file (a Content-Range that starts at 0); ``server.cut_after`` makes the next response stop after
+    that many bytes (a dropped connection)."""
 
     def do_GET(self):  # noqa: N802 - the http.server API
         srv = self.server
@@ -79,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         start, wanted = 0, self.headers.get("Range")
         if wanted and not srv.ignore_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
+            start = 0 if srv.range_from_zero else int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
             if start >= len(body):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -91,6 +95,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         data = body[start:]
+        if self.path in srv.types:
+            self.send_header("Content-Type", srv.types[self.path])
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if srv.cut_after is not None:
@@ -108,6 +114,7 @@ def server(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.files, httpd.requests, httpd.cut_after, httpd.ignore_range = {}, [], None, False
+    httpd.types, httpd.range_from_zero = {}, False
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
@@ -203,7 +210,7 @@ def test_size_mismatch_is_reported(server, tmp_path):
 
 def test_no_network_and_http_errors_are_one_line(server, tmp_path):
     with pytest.raises(
-        DownloadError, match=r"^no network: cannot reach 127.0.0.1 \(.*\); check the connection"
+        DownloadError, match=r"^no network: cannot reach 127.0.0.1 for x.zip \(.*\); check the connection"
     ):
         http_download.download_file("http://127.0.0.1:1/x.zip", tmp_path / "x.zip")
     with pytest.raises(
@@ -214,11 +221,11 @@ def test_no_network_and_http_errors_are_one_line(server, tmp_path):
 
 
 def test_disk_space_is_checked_before_downloading(server, tmp_path, monkeypatch):
-    server.files["/f.bin"] = b"y" * 5000
+    server.files["/f.bin"] = b"y" * 4_000_000
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(http_download.shutil, "disk_usage", lambda _p: usage._replace(free=100))
-    with pytest.raises(
-        DownloadError, match=r"^disk full: downloading f.bin needs 0.00 GB but only 0.00 GB is free"
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=100))
+    with pytest.raises(  # readable sizes (helpers.files.human_bytes), not "needs 0.00 GB but only 0.00 GB"
+        DownloadError, match=r"^disk full: downloading f.bin needs 4 MB but only 100 B is free in "
     ):
         http_download.download_file(f"{server.url}/f.bin", tmp_path / "f.bin", log=lambda _: None)
     assert files_under(tmp_path) == []
@@ -244,6 +251,66 @@ def test_second_run_finds_the_marker_and_does_nothing(server, tmp_path, logs):
     archives.download_and_extract(f"{server.url}/d.zip", target, log=logs.append)
     assert len(server.requests) == 1 and files_under(tmp_path) == before
     assert logs[-1] == f"set: already there in {target}; nothing to do"
+
+
+def test_a_206_for_other_bytes_than_asked_restarts_from_zero(server, tmp_path, logs):
+    data = bytes(range(256)) * 200  # 51,200 bytes
+    server.files["/f.bin"] = data
+    server.cut_after = 10_000
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match="interrupted"):
+        http_download.download_file(f"{server.url}/f.bin", dest, log=logs.append)
+    server.range_from_zero = True  # "bytes=10000-" answered with 206 "bytes 0-51199/51200"
+    http_download.download_file(f"{server.url}/f.bin", dest, log=logs.append)
+    assert dest.read_bytes() == data  # the wrong bytes were not appended to the .part
+    assert server.requests[1:] == [("/f.bin", "bytes=10000-"), ("/f.bin", None)]
+    assert any(
+        "asked for bytes 10000- of f.bin, the server sent 'bytes 0-51199/51200'" in line
+        and "downloading f.bin again from the start" in line
+        for line in logs
+    )
+
+
+@pytest.mark.parametrize("known", ["md5", "archive check only"])
+def test_a_part_that_is_not_the_start_of_the_file_is_not_accepted(server, tmp_path, logs, known):
+    data = zip_bytes(PAYLOAD, zipfile.ZIP_STORED)
+    server.files["/d.zip"] = data
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "d.zip.part").write_bytes(b"Z" * 3000)  # the start of another version
+    target = archives.download_and_extract(
+        f"{server.url}/d.zip", tmp_path / "set", md5=md5(data) if known == "md5" else None, log=logs.append
+    )
+    for name, content in PAYLOAD.items():
+        assert (target / name).read_bytes() == content
+    assert server.requests == [("/d.zip", "bytes=3000-"), ("/d.zip", None)]  # resumed, then from scratch
+    assert any("d.zip.part: it was not the start of this file" in line for line in logs)
+    assert files_under(tmp_path) == sorted(["set/.complete", *(f"set/{n}" for n in PAYLOAD)])
+
+
+def test_a_resumed_download_that_stays_bad_fails_after_one_fresh_try(server, tmp_path, logs):
+    server.files["/d.zip"] = HTML
+    server.types["/d.zip"] = "text/html"
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "d.zip.part").write_bytes(b"<")
+    with pytest.raises(DownloadError) as err:
+        archives.download_and_extract(f"{server.url}/d.zip", tmp_path / "set", log=logs.append)
+    assert server.requests == [("/d.zip", "bytes=1-"), ("/d.zip", None)]
+    assert str(err.value).startswith(f"d.zip downloaded from {server.url}/d.zip is not a zip or tar archive")
+    assert "text/html" in str(err.value) and "moved aside to " in str(err.value)
+    assert [p.name.split(".bad-")[0] for p in (tmp_path / "downloads").iterdir()] == ["d.zip"]
+
+
+def test_an_archive_that_fails_extraction_is_moved_aside_and_fetched_again(server, tmp_path, logs):
+    good = zip_bytes({"a.txt": b"A" * 500}, zipfile.ZIP_STORED)
+    bad = bytearray(good)
+    bad[bad.index(b"AAAA")] = ord("B")  # the headers are fine, the content fails its CRC on extraction
+    server.files["/d.zip"] = bytes(bad)
+    with pytest.raises(DownloadError, match=r"^corrupt archive d.zip: Bad CRC-32 .*; moved d.zip aside to "):
+        archives.download_and_extract(f"{server.url}/d.zip", tmp_path / "set", log=logs.append)
+    server.files["/d.zip"] = good
+    archives.download_and_extract(f"{server.url}/d.zip", tmp_path / "set", log=logs.append)
+    assert (tmp_path / "set" / "a.txt").read_bytes() == b"A" * 500
+    assert len(server.requests) == 2  # the bad copy was not reused
 
 
 # ---------------------------------------------------------------------------------------------- archives
@@ -357,6 +424,61 @@ def test_icbhi_from_a_mirror_is_arranged_with_its_text_files(server, tmp_path, m
     assert "warning: FAIL ICBHI_final_database/*.wav: 1 (expected 920)" in logs  # not the real counts
     items = download.check_dataset("icbhi", target, synthetic=True)
     assert [(i.found, i.ok) for i in items] == [(1, True), (1, True), (1, True), (1, True)]
+
+
+@pytest.mark.parametrize("bad", ["html page", "zip of something else"])
+def test_a_bad_download_is_moved_aside_and_a_later_run_downloads_again(server, tmp_path, logs, bad):
+    bad_url, good_url = f"{server.url}/bad/ChestXRay2017.zip", f"{server.url}/good/ChestXRay2017.zip"
+    server.files["/bad/ChestXRay2017.zip"] = HTML if bad == "html page" else zip_bytes({"readme.txt": b"?"})
+    server.types["/bad/ChestXRay2017.zip"] = (
+        "text/html; charset=utf-8" if bad == "html page" else "application/zip"
+    )
+    server.files["/good/ChestXRay2017.zip"] = zip_bytes(KERMANY)
+    with pytest.raises(DownloadError) as err:
+        download.fetch("kermany", tmp_path, url=bad_url, log=logs.append)
+    downloads = tmp_path / "downloads"
+    [aside] = downloads.iterdir()  # no ChestXRay2017.zip and no .part left to reuse
+    assert aside.name.startswith("ChestXRay2017.zip.bad-")
+    assert aside.read_bytes() == server.files["/bad/ChestXRay2017.zip"]
+    message = str(err.value)
+    assert "\n" not in message and f"aside to {aside}, so the next run downloads it again" in message
+    if bad == "html page":
+        assert message.startswith(f"ChestXRay2017.zip downloaded from {bad_url} is not a zip or tar archive")
+        assert "(it begins with '<!DOCTYPE html>')" in message and "text/html" in message
+    else:
+        assert message.startswith(
+            f"corrupt archive ChestXRay2017.zip from {bad_url}: no chest_xray/{{train,test}}"
+        )
+    target = download.fetch("kermany", tmp_path, url=good_url, log=logs.append)
+    assert files_under(target) == [".complete", *sorted(KERMANY)]
+    assert server.requests[-1] == ("/good/ChestXRay2017.zip", None)
+
+
+def test_a_bad_file_left_in_downloads_is_moved_aside_not_reused(server, tmp_path, logs):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "ChestXRay2017.zip").write_bytes(HTML)  # left by an earlier version of this script
+    server.files["/ChestXRay2017.zip"] = zip_bytes(KERMANY)
+    target = download.fetch("kermany", tmp_path, url=f"{server.url}/ChestXRay2017.zip", log=logs.append)
+    assert files_under(target) == [".complete", *sorted(KERMANY)]
+    assert server.requests == [("/ChestXRay2017.zip", None)]
+    [aside] = downloads.glob("ChestXRay2017.zip.bad-*")
+    assert aside.read_bytes() == HTML
+    assert (
+        f"ChestXRay2017.zip in {downloads} is not a zip or tar archive (it begins with '<!DOCTYPE html>'), "
+        f"so it is not used: moved aside to {aside.name}; downloading it again from "
+        f"{server.url}/ChestXRay2017.zip" in logs
+    )
+
+
+def test_a_good_file_left_in_downloads_is_reused_without_a_request(server, tmp_path, logs):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "ChestXRay2017.zip").write_bytes(zip_bytes(KERMANY))
+    target = download.fetch("kermany", tmp_path, url=f"{server.url}/ChestXRay2017.zip", log=logs.append)
+    assert files_under(target) == [".complete", *sorted(KERMANY)]
+    assert server.requests == []
+    assert f"using {downloads / 'ChestXRay2017.zip'}, downloaded earlier" in logs
 
 
 def test_cli_archive_installs_a_local_copy_and_keeps_it(tmp_path, capsys):
@@ -520,6 +642,20 @@ def test_kaggle_cli_zip_is_extracted_into_the_layout(kaggle_cli, tmp_path):
     target = download.fetch("rsna", tmp_path / "data", log=lambda _: None)
     assert files_under(target) == [".complete", "stage_2_train_images/p.dcm", "stage_2_train_labels.csv"]
     assert not (tmp_path / "data" / "downloads").exists()  # the downloaded zip is removed after success
+
+
+def test_kaggle_cli_zip_that_is_not_a_zip_is_moved_aside(kaggle_cli, tmp_path):
+    kaggle_cli('printf "<html>Service unavailable</html>" > "$6/$4.zip"\n')
+    downloads = tmp_path / "data" / "downloads"
+    with pytest.raises(DownloadError) as err:
+        download.fetch("rsna", tmp_path / "data", log=lambda _: None)
+    [aside] = downloads.iterdir()
+    assert aside.name.startswith("rsna-pneumonia-detection-challenge.zip.bad-")
+    assert str(err.value) == (
+        "rsna-pneumonia-detection-challenge.zip from the kaggle command is not a zip or tar archive "
+        f"(it begins with '<html>Service unavailable</html>'): moved aside to {aside}, so the next run "
+        "downloads it again"
+    )
 
 
 @pytest.mark.parametrize("with_output_dir", [True, False])

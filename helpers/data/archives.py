@@ -2,18 +2,25 @@
 
 Used by data_download.py, taught in notebooks/00_setup.ipynb (through :mod:`helpers.data.download`).
 
+:func:`archive_problem` tells a readable zip or tar archive from anything else (an HTML error page, a file
+spliced from two versions by a resume); :func:`helpers.data.http_download.download_file` uses it as its
+``check``, so that such a download is moved aside instead of being reused.
 :func:`safe_extract` checks every member of a zip or tar archive before writing anything (no absolute
 paths, no ``..``, no links that point outside, no device files) and checks the free disk space.
 :func:`staged` yields a temporary folder next to the destination that is marked complete (a ``.complete``
 marker, written last) and renamed into place only when everything worked; :func:`is_complete` tells a
 finished folder from an unfinished one. :func:`download_and_extract` combines these with
-:func:`helpers.data.http_download.download_file`. Every failure is a :class:`DownloadError`.
+:func:`helpers.data.http_download.download_file`. Every failure is a :class:`DownloadError`; an archive
+that cannot be read is a :class:`CorruptArchiveError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gzip
 import json
+import lzma
 import os
 import re
 import shutil
@@ -28,9 +35,51 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from helpers.data.http_download import DownloadError, Log, download_file, ensure_free_space
+from helpers.data.http_download import (
+    CorruptArchiveError,
+    DownloadError,
+    Log,
+    download_file,
+    ensure_free_space,
+    moved_aside_if_corrupt,
+)
 
 MARKER = ".complete"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+#: What a damaged zip or tar archive raises while it is read.
+_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+
+
+def is_archive_name(name: str) -> bool:
+    """True when the file name ends like a zip or tar archive (``.zip``, ``.tar.gz``, ``.tgz``, ...)."""
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def archive_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable as a zip or tar archive (e.g. ``"not a zip or tar archive (it begins
+    with '<!DOCTYPE html>')"``), or ``None`` when its member list and every member's header can be read.
+
+    Quick for a zip (nothing is decompressed); a compressed tar is read through once.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    # reads the member's own header: catches a file spliced from two versions by a resume
+                    with contextlib.suppress(NotImplementedError, RuntimeError):  # method, password: later
+                        zf.open(info).close()
+            return None
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path) as tf:
+                tf.getmembers()
+            return None
+    except _CORRUPT as exc:
+        return f"an unreadable archive ({exc})"
+    with open(path, "rb") as fh:
+        head = fh.read(40).split(b"\n")[0].strip()
+    shown = head.isascii() and head.decode("ascii").isprintable() and head
+    return "not a zip or tar archive" + (f" (it begins with {head.decode()!r})" if shown else "")
 
 
 def _unsafe(archive: Path, member: str, why: str) -> DownloadError:
@@ -60,7 +109,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
     """Extract a zip or tar archive into the existing folder ``dest`` after checking every member.
 
     Rejects absolute paths, ``..`` members, links pointing outside ``dest`` and device files before
-    writing anything; an unreadable archive raises :class:`DownloadError` ("corrupt archive").
+    writing anything; an unreadable archive raises :class:`CorruptArchiveError` ("corrupt archive").
     """
     archive, dest = Path(archive), Path(dest)
     root = os.path.normpath(os.path.abspath(dest))
@@ -88,11 +137,11 @@ def safe_extract(archive: Path, dest: Path) -> Path:
                 extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tf.extractall(dest, members=members, **extra)
         else:
-            raise DownloadError(f"corrupt archive {archive.name}: neither a zip nor a tar file")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
+            raise CorruptArchiveError(f"corrupt archive {archive.name}: neither a zip nor a tar file")
+    except _CORRUPT as exc:
         if isinstance(exc, getattr(tarfile, "FilterError", ())):
             raise DownloadError(f"unsafe archive {archive.name}: {exc}; nothing was kept") from None
-        raise DownloadError(f"corrupt archive {archive.name}: {exc}") from None
+        raise CorruptArchiveError(f"corrupt archive {archive.name}: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DownloadError(f"disk full while extracting {archive.name} into {dest.parent}") from None
@@ -144,7 +193,9 @@ def download_and_extract(
     """Download an archive (resumable, verified) and extract it safely into ``target``; returns ``target``.
 
     Idempotent: a ``target`` holding the ``.complete`` marker is left alone. The archive is kept in
-    ``downloads`` (default: ``target.parent / "downloads"``) only with ``keep_archive=True``.
+    ``downloads`` (default: ``target.parent / "downloads"``) only with ``keep_archive=True``; one that is
+    not a readable archive, before or after extraction, is moved aside so that the next run downloads it
+    again.
     """
     target = Path(target)
     if is_complete(target):
@@ -153,9 +204,16 @@ def download_and_extract(
     filename = filename or os.path.basename(urlsplit(url).path) or f"{target.name}.archive"
     downloads = Path(downloads) if downloads else target.parent / "downloads"
     archive = download_file(
-        url, downloads / filename, md5=md5, sha256=sha256, size=size, verify_tls=verify_tls, log=log
+        url,
+        downloads / filename,
+        md5=md5,
+        sha256=sha256,
+        size=size,
+        check=archive_problem,
+        verify_tls=verify_tls,
+        log=log,
     )
-    with staged(target, url, log) as tmp:
+    with staged(target, url, log) as tmp, moved_aside_if_corrupt(archive):
         safe_extract(archive, tmp)
     if not keep_archive:
         archive.unlink()

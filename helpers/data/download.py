@@ -5,9 +5,12 @@ Taught in ``notebooks/00_setup.ipynb`` (where data lives); the command line is `
 Every data set ends up in ``<dest>/<name>`` in the layout the notebooks expect, with a ``.complete`` marker
 written last: a folder without it was never finished. Downloads stream to ``<dest>/downloads/<file>.part``
 (resumed with an HTTP Range request when a run is interrupted) and are renamed only once their size and
-checksum are right. Archives are checked member by member (no absolute paths, no ``..``, no links that
-point outside, no device files) and unpacked into a temporary folder next to the destination, which is
-renamed into place only when everything worked, so a failure never leaves a half-extracted folder.
+checksum are right and they open as archives; an archive that does not open, or does not hold the data
+set, is moved aside to ``<file>.bad-<timestamp>`` (also one left by an earlier run), so the next run
+downloads it again instead of failing on the same file. Archives are checked member by member (no
+absolute paths, no ``..``, no links that point outside, no device files) and unpacked into a temporary
+folder next to the destination, which is renamed into place only when everything worked, so a failure
+never leaves a half-extracted folder.
 Every failure is a :class:`DownloadError` with a one-line message. The built-in synthetic sets are made
 by :mod:`helpers.data.datasets` (``rsna_dir`` etc.); ``data_download.py synthetic`` calls those.
 
@@ -28,15 +31,19 @@ from urllib.parse import urlsplit
 
 from helpers.data.archives import (
     MARKER,
+    archive_problem,
+    is_archive_name,
     is_complete,
     move_children,
     safe_extract,
     staged,
 )
 from helpers.data.http_download import (
+    CorruptArchiveError,
     DownloadError,
     Log,
     download_file,
+    moved_aside_if_corrupt,
     verify_file,
 )
 from helpers.data.kaggle import (
@@ -123,7 +130,9 @@ def arrange_layout(name: str, staging: Path, origin: str) -> None:
         shutil.rmtree(junk, ignore_errors=True)
     found = _find_dir(staging, wanted)
     if found is None:
-        raise DownloadError(f"corrupt archive {origin}: no {what} inside, so it is not the {name} data set")
+        raise CorruptArchiveError(
+            f"corrupt archive {origin}: no {what} inside, so it is not the {name} data set"
+        )
     target = (staging / rel).resolve()
     if found.resolve() == target:
         return
@@ -255,6 +264,7 @@ def _local_or_remote(
         md5=remote.md5,
         sha256=remote.sha256,
         size=remote.size,
+        check=archive_problem if is_archive_name(remote.filename) else None,
         verify_tls=verify_tls,
         log=log,
     )
@@ -314,7 +324,8 @@ def fetch(
 
     Sources, in order: ``archive`` (a local copy, verified when its checksum is known), ``url`` (a mirror),
     then the default (Kaggle for RSNA; Kaggle, then Mendeley Data for Kermany; the challenge site for
-    ICBHI). Idempotent: a folder with the ``.complete`` marker is left alone. A missing layout is an error;
+    ICBHI). Idempotent: a folder with the ``.complete`` marker is left alone. A missing layout is an error
+    (and a downloaded archive without it is moved aside, see :func:`helpers.data.http_download.move_aside`);
     counts that differ from the published ones are only warned about (see :func:`check_dataset`).
     """
     name = normalise_dataset_name(dataset)
@@ -333,12 +344,13 @@ def fetch(
             f"{target} exists but has no {MARKER} marker (unfinished, or not made by this script): "
             "move it away and run again, or verify it with --check"
         )
-    origin = Path(archive).name if archive else (url or name)
     with staged(target, str(archive or url or "default source"), log) as tmp:
         path, fetched = _obtain(name, tmp, downloads, archive, url, log)
-        if path is not None:
-            safe_extract(path, tmp)
-        arrange_layout(name, tmp, origin)
+        with moved_aside_if_corrupt(path if path in fetched else None):  # never a user's own --archive
+            if path is not None:
+                safe_extract(path, tmp)
+            origin = path.name if path is not None else name
+            arrange_layout(name, tmp, f"{origin} from {url}" if url else origin)
         if name == "icbhi":
             fetched += _icbhi_text_files(tmp, archive, downloads, log)
         for item in check_dataset(name, tmp):

@@ -6,7 +6,8 @@ Credentials come from ``KAGGLE_API_TOKEN`` (or the older ``KAGGLE_USERNAME`` + `
 ``~/.kaggle``, or Colab secrets (:func:`load_colab_kaggle_secrets` copies them into the environment).
 :func:`kaggle_download` uses kagglehub when installed, else the ``kaggle`` command; its failures are mapped
 by :func:`kaggle_error` to a one-line :class:`DownloadError` (HTTP 401: how to set credentials; HTTP 403
-on a competition: accept its rules first).
+on a competition: accept its rules first). A zip from the ``kaggle`` command that does not open as an
+archive is moved aside (:func:`helpers.data.http_download.move_aside`), never reused.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from helpers.data.archives import move_children
-from helpers.data.http_download import DownloadError, Log
+from helpers.data.archives import archive_problem, move_children
+from helpers.data.http_download import CorruptArchiveError, DownloadError, Log, move_aside
 
 RSNA_RULES_URL = "https://www.kaggle.com/competitions/rsna-pneumonia-detection-challenge/rules"
 CREDENTIALS_HELP = (
@@ -136,6 +137,8 @@ def kaggle_download(kind: str, handle: str, staging: Path, downloads: Path, log:
             "or copy the archive from someone who has it and use --archive FILE"
         )
     downloads.mkdir(parents=True, exist_ok=True)
+    archive = downloads / f"{handle.split('/')[-1]}.zip"
+    _drop_bad_zip(archive, log)
     flag = ["competitions", "download", "-c"] if kind == "competition" else ["datasets", "download", "-d"]
     proc = subprocess.Popen(
         [exe, *flag, handle, "-p", str(downloads)],
@@ -147,7 +150,21 @@ def kaggle_download(kind: str, handle: str, staging: Path, downloads: Path, log:
     for line in proc.stdout or []:
         log(line.rstrip())
         lines.append(line)
-    archive = downloads / f"{handle.split('/')[-1]}.zip"
     if proc.wait() != 0 or not archive.is_file():
         raise kaggle_error("".join(lines[-20:]) or f"kaggle exited with code {proc.returncode}", kind, handle)
+    if problem := archive_problem(archive):
+        aside = move_aside(archive)
+        raise CorruptArchiveError(
+            f"{archive.name} from the kaggle command is {problem}: moved aside to {aside}, so the next run "
+            "downloads it again"
+        )
     return archive
+
+
+def _drop_bad_zip(archive: Path, log: Log) -> None:
+    """Move aside a zip that an earlier run left and that does not open, so ``kaggle`` fetches it anew."""
+    if archive.is_file() and (problem := archive_problem(archive)):
+        aside = move_aside(archive)
+        log(
+            f"{archive.name} in {archive.parent} is {problem}, so it is not used: moved aside to {aside.name}"
+        )
