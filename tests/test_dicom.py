@@ -12,11 +12,13 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom import uid
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, get_encoder
+from pydicom.tag import Tag
 
-from helpers.xray.dicom import DicomReadError, parse_age, read_metadata, read_xray
+from helpers.xray.dicom import DicomReadError, parse_age, pixels_to_unit, read_metadata, read_xray
 
 
 def write_dicom(
@@ -27,9 +29,13 @@ def write_dicom(
     photometric: str = "MONOCHROME2",
     transfer_syntax: str = uid.ExplicitVRLittleEndian,
     encapsulated: bytes | None = None,
+    raw_ds: dict[str, bytes] | None = None,
     **elements,
 ) -> Path:
-    """Write a single-frame DICOM file: native ``pixels`` (uint8/uint16/int16) or an encapsulated frame."""
+    """Write a single-frame DICOM file: native ``pixels`` (uint8/uint16/int16) or an encapsulated frame.
+
+    ``raw_ds``: DS elements written as the given text, unchecked (values pydicom would refuse to set).
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = uid.ComputedRadiographyImageStorage
     meta.MediaStorageSOPInstanceUID = uid.generate_uid()
@@ -49,6 +55,8 @@ def write_dicom(
         ds.PixelData = pixels.tobytes()
     for key, value in elements.items():
         setattr(ds, key, value)
+    for key, text in (raw_ds or {}).items():
+        ds[Tag(key)] = RawDataElement(Tag(key), "DS", len(text), text, 0, False, True)
     if encapsulated is not None:
         ds.PixelData = encapsulate([encapsulated])
         ds["PixelData"].VR = "OB"
@@ -224,6 +232,73 @@ def test_undecodable_compressed_frame(tmp_path):
     )
     with pytest.raises(DicomReadError, match=r"bad\.dcm: can't decode the pixel data \(JPEG-LS Lossless"):
         read_xray(path)
+
+
+# --- scaling headers that make no sense -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("elements", "raw_ds", "shown"),
+    [
+        ({"RescaleSlope": "NaN", "RescaleIntercept": 0}, {}, "RescaleSlope='NaN' (not a finite number)"),
+        ({"RescaleSlope": "inf", "RescaleIntercept": 0}, {}, "RescaleSlope='inf' (not a finite number)"),
+        ({"RescaleSlope": "1e400", "RescaleIntercept": 0}, {}, "RescaleSlope='1e400' (not a finite number)"),
+        (
+            {"RescaleSlope": 1, "RescaleIntercept": "-inf"},
+            {},
+            "RescaleIntercept='-inf' (not a finite number)",
+        ),
+        ({"RescaleIntercept": 0}, {"RescaleSlope": b"abc "}, "RescaleSlope='abc' (not a number)"),
+        ({"RescaleSlope": 0, "RescaleIntercept": 5}, {}, "RescaleSlope='0.0' (a slope of 0 maps every pixel"),
+        (
+            {"RescaleSlope": [1, 2], "RescaleIntercept": 0},
+            {},
+            "RescaleSlope='1.0\\2.0' (expected one number)",
+        ),
+        (
+            {"WindowCenter": 100, "WindowWidth": 0},
+            {},
+            "WindowWidth='0.0' (a width must be at least 1 for LINEAR",
+        ),
+        ({"WindowCenter": "NaN", "WindowWidth": 10}, {}, "WindowCenter='NaN' (not a finite number)"),
+        ({"WindowCenter": 100}, {"WindowWidth": b"10\\wide "}, "WindowWidth='10\\wide' (not a number)"),
+        (
+            {"WindowCenter": 100, "WindowWidth": -3, "VOILUTFunction": "LINEAR_EXACT"},
+            {},
+            "WindowWidth='-3.0' (a width must be above 0)",
+        ),
+        (
+            {"WindowCenter": 100, "WindowWidth": 30, "VOILUTFunction": "CUBIC"},
+            {},
+            "VOILUTFunction='CUBIC' (expected LINEAR, LINEAR_EXACT or SIGMOID)",
+        ),
+    ],
+)
+def test_bad_scaling_headers_are_refused_naming_file_header_and_value(tmp_path, elements, raw_ds, shown):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid DS values it is asked to write
+        path = write_dicom(tmp_path / "bad.dcm", ramp(8, 8, 4095), bits_stored=12, raw_ds=raw_ds, **elements)
+    with pytest.raises(DicomReadError) as info:
+        read_xray(path)
+    assert str(info.value).startswith(f"{path}: bad scaling header {shown}")
+
+
+def test_an_image_that_comes_out_non_finite_is_refused(tmp_path):
+    # Each header value is a finite number, but 4095 * 1e300 is not a float32 (nor the range of 1e308 * 4095).
+    for slope in (1e38, 1e300, 1e308):
+        path = write_dicom(
+            tmp_path / "huge.dcm", ramp(8, 8, 4095), bits_stored=12, RescaleSlope=slope, RescaleIntercept=0
+        )
+        with pytest.raises(DicomReadError, match=r"huge\.dcm: the image is not finite after rescaling"):
+            read_xray(path)
+
+
+def test_pixels_to_unit_checks_an_in_memory_header_too():
+    ds = Dataset()
+    ds.PhotometricInterpretation, ds.BitsStored, ds.PixelRepresentation = "MONOCHROME2", 12, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 0, 0
+    with pytest.raises(DicomReadError, match=r"^x\.dcm: bad scaling header RescaleSlope="):
+        pixels_to_unit(np.zeros((2, 2), np.uint16), ds, "x.dcm")
 
 
 # --- files that can't be read -------------------------------------------------------------------------

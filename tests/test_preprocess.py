@@ -17,6 +17,7 @@ from pydicom.encaps import encapsulate
 
 from helpers.xray import preprocess
 from helpers.xray import store as store_module
+from helpers.xray.dicom import DicomReadError
 from helpers.xray.kermany import kermany_items, patient_id
 from helpers.xray.preprocess import load_and_resize, running_mean_std, split_patients
 from helpers.xray.rsna import rsna_items
@@ -118,6 +119,18 @@ def test_damaged_jpeg_frame_is_reported_by_the_full_decoder(tmp_path):
         load_and_resize(path, 16)
 
 
+@pytest.mark.parametrize("slope", [0, "NaN"])
+def test_bad_rescale_is_refused_on_the_jpeg_fast_path_too(tmp_path, slope):
+    # RSNA-like JPEG DICOM: slope 0 used to take the fast path (read as 1), NaN gave an all-NaN image.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = write_dicom(
+            tmp_path / "a.dcm", smooth_image(1, 64), jpeg=True, RescaleSlope=slope, RescaleIntercept=0
+        )
+    with pytest.raises(DicomReadError, match=r"a\.dcm: bad scaling header RescaleSlope='(0\.0|NaN)'"):
+        load_and_resize(path, 16)
+
+
 def test_non_square_is_squashed_to_size(tmp_path):
     halves = np.zeros((40, 80), np.uint16)
     halves[:, 40:] = 4095
@@ -214,6 +227,59 @@ def test_rsna_items_joins_labels_and_headers(tmp_path):
         ValueError, match=r"stage_2_train_images: 1 of 4 labelled patients have no image \(pat02\.dcm\)"
     ):
         rsna_items(tmp_path / "rsna", progress=False)
+
+
+def test_rsna_items_skips_and_reports_unreadable_headers(tmp_path):
+    root = make_rsna_dir(tmp_path / "rsna", 6)
+    images = root / "stage_2_train_images"
+    (images / "pat02.dcm").write_bytes((images / "pat02.dcm").read_bytes()[:200])  # truncated
+    (images / "pat04.dcm").write_text("not a DICOM file at all" * 10)
+    with pytest.warns(UserWarning) as record:
+        items = rsna_items(root, progress=False)
+    assert len(record) == 1  # one warning for the whole scan
+    message = str(record[0].message)
+    assert message.startswith(f"{images}: skipped 2 of 6 images whose DICOM header can't be read")
+    assert f"skipped: {images / 'pat02.dcm'}: " in message  # cut between elements: no image size
+    assert f"skipped: {images / 'pat04.dcm'}: not a DICOM file" in message
+    assert items["patientId"].tolist() == ["pat00", "pat01", "pat03", "pat05"]
+    assert items.index.tolist() == [0, 1, 2, 3] and items["orig_width"].tolist() == [96] * 4
+    skipped = items.attrs["skipped"]
+    assert [s["path"] for s in skipped] == [str(images / "pat02.dcm"), str(images / "pat04.dcm")]
+    assert all(s["reason"].startswith(s["path"]) for s in skipped)
+    for path in images.glob("*.dcm"):
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"none of the 6 DICOM headers can be read; first: .*pat00\.dcm"):
+        rsna_items(root, progress=False)
+
+
+def test_rsna_items_refuses_boxes_outside_their_image(tmp_path):
+    root = make_rsna_dir(tmp_path / "rsna", 4)
+    labels = root / "stage_2_train_labels.csv"
+    labels.write_text(labels.read_text().replace("pat03,50,12,20,30,1", "pat03,50,12,60,30,1"))
+    with pytest.raises(ValueError) as info:
+        rsna_items(root, progress=False)
+    assert (
+        str(info.value)
+        == f"{labels}: boxes outside their image: pat03 (50.0, 12.0, 60.0, 30.0) in a 96 x 96 image"
+    )
+
+
+def test_build_store_marks_a_bad_scaling_header_failed_not_black(tmp_path):
+    root = make_rsna_dir(tmp_path / "rsna", 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_dicom(
+            root / "stage_2_train_images" / "pat01.dcm",
+            smooth_image(1),
+            jpeg=True,
+            RescaleSlope="NaN",
+            RescaleIntercept=0,
+        )
+    items = rsna_items(root, progress=False)  # the header itself is readable
+    store = load_store(build_store(items, tmp_path / "store", size=16, workers=1, progress=False))
+    assert store.index["ok"].tolist() == [True, False, True, True, True, True, True, True]
+    assert not store.images[1].any()  # failed and counted, not an image of NaN read as black with ok=True
+    assert "bad scaling header RescaleSlope='NaN'" in store.stats["failed"][0]["reason"]
 
 
 def test_build_store_contents_and_failures(tmp_path, capsys):

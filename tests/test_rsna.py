@@ -137,3 +137,88 @@ def test_class_info_unknown_class_and_conflict(tmp_path):
     assert str(info.value) == f"{path}: patients with more than one class: a (1 in all)"
     with pytest.raises(ValueError, match="missing: class; extra: label"):
         load_class_info(write(tmp_path, "patientId,label\na,1\n", "classes.csv"))
+
+
+# --- files that used to be misread (issue 19) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        HEADER + "a,10,20,30,40,1,\nb,,,,,0,\n",  # a trailing comma on every row
+        HEADER.replace("\n", ",\n") + "a,10,20,30,40,1,\nb,,,,,0,\n",  # and on the header: an empty column
+        HEADER + "a,10,20,30,40,1\nb,,,,,0\n,,,,,\n,\n\n",  # trailing lines of commas and blank lines
+        HEADER + "\na,10,20,30,40,1\n\nb,,,,,0",  # blank lines inside, no newline at the end
+    ],
+)
+def test_trailing_commas_and_blank_lines_read_like_a_clean_file(tmp_path, text):
+    clean = load_labels(write(tmp_path, HEADER + "a,10,20,30,40,1\nb,,,,,0\n", "clean.csv"))
+    assert load_labels(write(tmp_path, text)).equals(clean)
+
+
+def test_line_numbers_count_blank_lines_and_extra_fields_are_refused(tmp_path):
+    path = write(tmp_path, HEADER + "a,1,2,3,4,1\n\nb,1,2,3,4,7\n")
+    with pytest.raises(ValueError, match=r"labels\.csv: Target must be 0 or 1 \(lines 4\)$"):
+        load_labels(path)
+    path = write(tmp_path, HEADER + "a,1,2,3,4,1\nb,,,,,0,oops\n")
+    with pytest.raises(ValueError) as info:
+        load_labels(path)
+    assert str(info.value) == f"{path}: line 3 has 7 fields; the header names 6"
+
+
+def test_non_finite_and_out_of_image_boxes_are_refused_with_their_lines(tmp_path):
+    rows = ["a,inf,2,3,4,1", "b,1,2,1e400,4,1", "c,1,-inf,3,4,1", "d,1000,2,30,4,1", "e,1,2,3,4,1"]
+    path = write(tmp_path, HEADER + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError) as info:
+        load_labels(path)
+    assert str(info.value) == (
+        f"{path}: box values must be finite (lines 2, 3, 4); "
+        "boxes must lie inside the 1024 x 1024 image: x + width <= 1024, y + height <= 1024 (lines 5)"
+    )
+    path = write(tmp_path, HEADER + "a,10,20,30,40,1\nb,100,2,3,4,1\n")
+    with pytest.raises(ValueError, match=r"inside the 50 x 200 image: .* \(lines 2\)$"):
+        load_labels(path, image_size=(50, 200))
+    assert len(load_labels(path, image_size=None)) == 2
+
+
+def test_exact_duplicate_rows_are_dropped_with_a_warning(tmp_path):
+    path = write(tmp_path, HEADER + "a,10,20,30,40,1\nb,,,,,0\na,10,20,30,40,1\na,1,2,3,4,1\n")
+    with pytest.warns(UserWarning, match=r"labels\.csv: dropped 1 exact duplicate rows \(lines 4\)"):
+        labels = load_labels(path)
+    assert labels.set_index("patientId").at["a", "boxes"] == [(10.0, 20.0, 30.0, 40.0), (1.0, 2.0, 3.0, 4.0)]
+
+
+def test_spaces_around_ids_and_fields_are_stripped(tmp_path):
+    labels = load_labels(write(tmp_path, HEADER + "a ,1,2,3,4,1\n  a, 5 ,6,7,8 ,1\nb,,,,,0\n"))
+    assert labels["patientId"].tolist() == ["a", "b"]
+    assert labels.at[0, "boxes"] == [(1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 7.0, 8.0)]
+    info = load_class_info(write(tmp_path, "patientId,class\na , Normal \na,Normal\n", "classes.csv"))
+    assert info.to_dict("list") == {"patientId": ["a"], "class": ["Normal"]}
+
+
+def test_header_only_and_empty_files_are_refused(tmp_path):
+    path = write(tmp_path, HEADER)
+    with pytest.raises(ValueError) as info:
+        load_labels(path)
+    assert str(info.value) == f"{path}: no rows (only a header line)"
+    with pytest.raises(ValueError, match=r"labels\.csv: empty file \(no header line\)$"):
+        load_labels(write(tmp_path, "\n"))
+
+
+def test_bad_zip_files_are_named_with_the_reason(tmp_path):
+    import zipfile
+
+    path = tmp_path / "labels.csv.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.csv", HEADER + "a,,,,,0\n")
+        zf.writestr("b.csv", HEADER + "b,,,,,0\n")
+    with pytest.raises(ValueError) as info:
+        load_labels(path)
+    assert str(info.value) == f"{path}: holds 2 CSV files: a.csv, b.csv; expected one"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("notes.txt", "nothing here")
+    with pytest.raises(ValueError, match=r"holds 0 CSV files \(it holds: notes\.txt\); expected one$"):
+        load_labels(path)
+    path.write_text(HEADER + "a,,,,,0\n")  # a plain CSV under a .zip name
+    with pytest.raises(ValueError, match=r"labels\.csv\.zip: is not a zip file"):
+        load_labels(path)

@@ -22,6 +22,7 @@ import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 _OPENJPEG = "pip install pylibjpeg pylibjpeg-openjpeg"
@@ -165,7 +166,69 @@ def check_pixels_readable(ds: Dataset, path: str | Path) -> str:
             f"{path}: pixel data compressed as {ts.name} ({ts}) and no installed package decodes it; "
             f"install a decoder with '{decoder_install_hint(ts)}'"
         )
+    check_scaling(ds, path)
     return str(ts)
+
+
+def _text(value: Any) -> str:
+    """A header value as the file shows it: several values joined by a backslash."""
+    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    return "\\".join("" if v is None else str(v) for v in values)
+
+
+def _header_numbers(ds: Dataset, key: str, path: str | Path) -> list[float]:
+    """The numbers of a numeric header element (a DS may hold several); [] if it is absent or empty.
+
+    Raises :class:`DicomReadError` naming the file, the element and its value for text or a non-finite
+    number.
+    """
+    if key not in ds:
+        return []
+    try:
+        value = ds[key].value
+    except Exception as err:  # pydicom converts the stored text on first access
+        raise DicomReadError(f"{path}: bad scaling header {key} (pydicom can't read it: {err})") from err
+    if value is None or value == "":
+        return []
+    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    try:
+        numbers = [float(str(v)) for v in values]  # str: an invalid DS keeps its text
+    except ValueError:
+        raise DicomReadError(f"{path}: bad scaling header {key}='{_text(value)}' (not a number)") from None
+    if not all(math.isfinite(n) for n in numbers):
+        raise DicomReadError(f"{path}: bad scaling header {key}='{_text(value)}' (not a finite number)")
+    return numbers
+
+
+def _bad_header(path: str | Path, ds: Dataset, key: str, why: str) -> DicomReadError:
+    """The error for a scaling header that makes no sense: the file, the header, its value and why."""
+    return DicomReadError(f"{path}: bad scaling header {key}='{_text(ds[key].value)}' ({why})")
+
+
+def check_scaling(ds: Dataset, path: str | Path = "dataset") -> None:
+    """Refuse scaling headers that make no sense with a :class:`DicomReadError` naming file, header, value.
+
+    RescaleSlope and RescaleIntercept: one finite number each, the slope not 0. WindowCenter and
+    WindowWidth: finite numbers, every width > 0 (at least 1 for the default LINEAR function), a known
+    VOILUTFunction. Called before any pixel is scaled (:func:`check_pixels_readable`, :func:`pixels_to_unit`).
+    """
+    for key in ("RescaleSlope", "RescaleIntercept"):
+        numbers = _header_numbers(ds, key, path)
+        if key in ds and len(numbers) != 1:
+            raise _bad_header(path, ds, key, "expected one number")
+        if key == "RescaleSlope" and numbers == [0.0]:
+            raise _bad_header(path, ds, key, "a slope of 0 maps every pixel to one value")
+    centers = _header_numbers(ds, "WindowCenter", path)
+    widths = _header_numbers(ds, "WindowWidth", path)
+    if not (centers and widths):
+        return  # no window: pixels_to_unit scales by the stored range
+    function = str(ds.get("VOILUTFunction", "") or "LINEAR").upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise _bad_header(path, ds, "VOILUTFunction", "expected LINEAR, LINEAR_EXACT or SIGMOID")
+    if function == "LINEAR" and min(widths) < 1:
+        raise _bad_header(path, ds, "WindowWidth", "a width must be at least 1 for LINEAR windowing")
+    if min(widths) <= 0:
+        raise _bad_header(path, ds, "WindowWidth", "a width must be above 0")
 
 
 def _voi_output_range(ds: Dataset) -> tuple[float, float] | None:
@@ -190,13 +253,8 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
     return float(mapped.min()), float(mapped.max())
 
 
-def pixels_to_unit(raw: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Stored pixel values (H x W) -> float32 H x W in [0, 1], bright = dense.
-
-    Applies the modality LUT, then the VOI LUT or window; scales by the VOI output range when there is a
-    VOI step, else by the range the stored bits can hold after the modality LUT; inverts MONOCHROME1.
-    Taught in ``notebooks/01_data_preparation.ipynb`` (pixel handling).
-    """
+def _apply_luts(raw: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float, float]:
+    """Modality LUT, then the VOI LUT or window: -> (values, low end, high end of their output range)."""
     values = apply_modality_lut(raw, ds)
     out_range = _voi_output_range(ds)
     if out_range is not None:
@@ -205,11 +263,37 @@ def pixels_to_unit(raw: np.ndarray, ds: Dataset) -> np.ndarray:
         values = apply_voi_lut(values, ds)
     else:
         out_range = _stored_range(ds)
-    lo, hi = out_range
+    return values, *out_range
+
+
+def pixels_to_unit(raw: np.ndarray, ds: Dataset, path: str | Path = "dataset") -> np.ndarray:
+    """Stored pixel values (H x W) -> float32 H x W in [0, 1], bright = dense.
+
+    Applies the modality LUT, then the VOI LUT or window; scales by the VOI output range when there is a
+    VOI step, else by the range the stored bits can hold after the modality LUT; inverts MONOCHROME1.
+    Raises :class:`DicomReadError` naming ``path`` for scaling headers that make no sense
+    (:func:`check_scaling`) and for an image that comes out non-finite. Taught in
+    ``notebooks/01_data_preparation.ipynb`` (pixel handling).
+    """
+    check_scaling(ds, path)
+    try:
+        with np.errstate(all="ignore"):  # overflow is caught below as a non-finite result
+            values, lo, hi = _apply_luts(raw, ds)
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError, AttributeError) as err:
+        raise DicomReadError(
+            f"{path}: can't apply the modality/VOI LUT ({type(err).__name__}: {err})"
+        ) from err
     if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
         lo, hi = hi, lo  # invert: the largest value is the least dense
-    unit = np.asarray(values, dtype=np.float32) - np.float32(lo)  # float32 holds 16-bit values exactly
-    unit /= np.float32(hi - lo if hi != lo else 1.0)
+    with np.errstate(all="ignore"):
+        unit = np.asarray(values, dtype=np.float32) - np.float32(lo)  # float32 holds 16-bit values exactly
+        span = np.float32(hi - lo if hi != lo else 1.0)
+        unit /= span
+    if not (np.isfinite(span) and np.isfinite(unit).all()):
+        raise DicomReadError(
+            f"{path}: the image is not finite after rescaling (output range {lo:g} to {hi:g}; "
+            f"RescaleSlope={ds.get('RescaleSlope')}, RescaleIntercept={ds.get('RescaleIntercept')})"
+        )
     return np.clip(unit, 0.0, 1.0, out=unit)
 
 
@@ -252,7 +336,7 @@ def decode_unit(ds: Dataset, path: str | Path) -> np.ndarray:
         raise DicomReadError(
             f"{path}: expected one H x W grayscale frame, decoded an array of shape {raw.shape}"
         )
-    return pixels_to_unit(raw, ds)
+    return pixels_to_unit(raw, ds, path)
 
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([DWMY]?)\s*$", re.IGNORECASE)
@@ -273,10 +357,14 @@ def parse_age(value: Any) -> float:
 
 
 def _spacing(ds: Dataset) -> tuple[float, float]:
+    """(row, column) pixel spacing in mm; NaN when absent or not two numbers."""
     for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(key)
-        if value is not None and len(value) == 2:
-            return float(value[0]), float(value[1])
+        try:
+            value = ds.get(key)
+            if value is not None and len(value) == 2:
+                return float(value[0]), float(value[1])
+        except (TypeError, ValueError):  # an unparseable spacing is unknown, like a missing one
+            continue
     return math.nan, math.nan
 
 
