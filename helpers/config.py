@@ -20,6 +20,13 @@ can be overridden with an environment variable:
 - ``XAI_COURSE_CACHE``: derived artefacts (preprocessed stores, checkpoints), one folder per mode so that
   smoke-test artefacts never mix with real ones.
 
+``~`` is expanded, and a relative value is taken against the course root (``XAI_COURSE_ROOT`` itself: against
+the checkout, or the current directory when pip-installed), never against the current directory: a notebook
+(running in ``notebooks/``) and a script started from the repository root mean the same folder
+(``XAI_COURSE_DATA=data`` is the default data folder, wherever Python runs). :func:`describe`, the report at the top of every
+notebook, checks that the folders the course writes to are writable (:func:`require_writable`).
+``XAI_COURSE_THREADS`` (a positive integer) sets the torch CPU threads (:func:`set_cpu_threads`).
+
 Nothing is cached between calls: :func:`get_settings` reads the environment each time.
 
 torch is imported inside the functions that need it (the device, seeding, threads, and the ``auto`` mode's
@@ -28,6 +35,7 @@ question "is there a CUDA GPU?"), so that importing this module, which everythin
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import random
@@ -41,6 +49,7 @@ MODE_ENV = "XAI_COURSE_MODE"
 ROOT_ENV = "XAI_COURSE_ROOT"
 DATA_ENV = "XAI_COURSE_DATA"
 CACHE_ENV = "XAI_COURSE_CACHE"
+THREADS_ENV = "XAI_COURSE_THREADS"
 MODES = ("smoke", "cpu", "full")
 AUTO = "auto"
 
@@ -117,15 +126,25 @@ class Settings:
         return self.data_dir / dataset
 
 
-def find_root() -> Path:
-    """The course root: ``$XAI_COURSE_ROOT``, else the checkout holding this package, else the cwd."""
-    env = os.environ.get(ROOT_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
+def _checkout() -> Path | None:
+    """The repository holding this package (``pyproject.toml`` beside ``helpers/``), None when pip-installed."""
     checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
-        return checkout
-    return Path.cwd().resolve()
+    return checkout if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir() else None
+
+
+def _env_path(name: str, base: Path) -> Path | None:
+    """The folder ``$name`` names (``~`` expanded, a relative one taken against ``base``), None when unset."""
+    value = os.environ.get(name, "").strip()
+    return (base / Path(value).expanduser()).resolve() if value else None
+
+
+def find_root() -> Path:
+    """The course root: ``$XAI_COURSE_ROOT``, else the checkout holding this package, else the cwd.
+
+    A relative ``$XAI_COURSE_ROOT`` is taken against the checkout (the cwd when pip-installed).
+    """
+    base = _checkout() or Path.cwd().resolve()
+    return _env_path(ROOT_ENV, base) or base
 
 
 def choose_mode() -> tuple[str, str]:
@@ -149,11 +168,14 @@ def get_mode() -> str:
 
 
 def get_settings() -> Settings:
-    """Read the mode and paths from the environment (fresh on every call; nothing is cached)."""
+    """Read the mode and paths from the environment (fresh on every call; nothing is cached).
+
+    Relative ``$XAI_COURSE_DATA`` / ``$XAI_COURSE_CACHE`` are taken against the course root, not the cwd.
+    """
     mode, reason = choose_mode()
     root = find_root()
-    data_dir = Path(os.environ.get(DATA_ENV) or root / "data").expanduser().resolve()
-    cache_root = Path(os.environ.get(CACHE_ENV) or root / "cache").expanduser().resolve()
+    data_dir = _env_path(DATA_ENV, root) or (root / "data").resolve()
+    cache_root = _env_path(CACHE_ENV, root) or (root / "cache").resolve()
     sizes = {"smoke": SMOKE_SIZES, "cpu": CPU_SIZES, "full": FULL_SIZES}[mode]
     return Settings(mode, root, data_dir, cache_root / mode, sizes, reason)
 
@@ -186,20 +208,60 @@ def set_cpu_threads(settings: Settings | None = None) -> int:
 
     On a busy 2-core machine two threads contend with everything else and training gets several times
     slower, while one thread barely loses (measured for the course), so smoke mode uses one thread.
-    ``$XAI_COURSE_THREADS`` overrides the choice.
+    ``$XAI_COURSE_THREADS`` (a positive integer) overrides the choice.
     """
     import torch
 
     settings = settings or get_settings()
-    env = os.environ.get("XAI_COURSE_THREADS")
-    if env:
-        n = int(env)
+    env = positive_int_env(THREADS_ENV, "the number of torch CPU threads, e.g. 1 or 2")
+    if env is not None:
+        n = env
     elif settings.smoke:
         n = 1
     else:
         n = usable_cpus()
     torch.set_num_threads(n)
     return n
+
+
+def positive_int_env(name: str, meaning: str) -> int | None:
+    """``$name`` as a positive integer, None when unset or empty; a ValueError naming it and its value otherwise."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(
+            f"{name}={value!r} is not allowed: it must be a positive integer ({meaning}); fix or unset it"
+        )
+    return number
+
+
+def require_writable(folder: str | os.PathLike, what: str, env: str) -> None:
+    """Raise PermissionError naming ``folder``, ``env`` (the variable that moves it) and the fix, unless this
+    process can create files in ``folder`` (or, when it does not exist yet, in its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if probe is None or os.access(probe, os.W_OK | os.X_OK):
+        return
+    blocked = "it is" if probe == folder else f"it does not exist and its parent {probe} is"
+    raise PermissionError(
+        errno.EACCES,
+        f"the {what} folder {folder} is not writable: {blocked} read-only for this user. Set {env} to a folder "
+        f'you can write to (os.environ["{env}"] = "~/xai-course/{what}" in the first cell, or export '
+        f"it before starting Jupyter), or make the folder writable, then run again",
+    )
+
+
+def check_writable(settings: Settings) -> None:
+    """:func:`require_writable` for the folders the course writes to: the cache, and the data folder unless
+    every data set there is a real download (then only read)."""
+    require_writable(settings.cache_dir, "cache", CACHE_ENV)
+    if not all(settings.real_dir(d).is_dir() for d in ("rsna", "kermany", "icbhi")):
+        require_writable(settings.synthetic_dir, "data", DATA_ENV)
 
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2 CPU quota: "<quota> <period>" or "max <period>"
@@ -274,8 +336,11 @@ def expected_time(settings: Settings, notebook: str) -> str:
 
 def describe(settings: Settings | None = None, notebook: str | None = None) -> str:
     """The report every notebook prints at the top: the mode and why, the device, the data in use; with
-    ``notebook`` (``"02"``) also how long it is expected to take and the one line that changes the mode."""
+    ``notebook`` (``"02"``) also how long it is expected to take and the one line that changes the mode.
+    Raises PermissionError, naming the folder and the variable that moves it, when the cache or data folder is
+    read-only (:func:`check_writable`), before any work starts."""
     settings = settings or get_settings()
+    check_writable(settings)
     device = pick_device()
     real = [d for d in ("rsna", "kermany", "icbhi") if settings.real_dir(d).is_dir()]
     data = "real: " + ", ".join(real) if real else "built-in synthetic data"

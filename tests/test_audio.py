@@ -53,6 +53,35 @@ def test_load_audio_reads_each_bit_depth_and_rate_as_mono_float32_at_16k(
         assert np.abs(y - left / channels).max() < tolerance
 
 
+@pytest.mark.parametrize("sr", [16000, 44100, 8000])
+def test_load_audio_clips_a_float_file_beyond_full_scale_and_says_how_much(tmp_path, sr):
+    y = tone(300.0, 1.5, sr, amplitude=2.0)  # a float WAV that was never scaled: samples go to +-2
+    path = tmp_path / f"loud_{sr}.wav"
+    sf.write(path, y, sr, subtype="FLOAT")
+    over = int(np.count_nonzero(np.abs(y) > 1.0))
+    assert sf.read(path, dtype="float32")[0].max() > 1.9  # the file really holds +-2
+
+    with pytest.warns(audio.ClippedAudioWarning) as record:
+        loaded = audio.load_audio(path)
+
+    assert loaded.dtype == np.float32 and loaded.min() >= -1.0 and loaded.max() <= 1.0
+    assert np.isclose(loaded.max(), 1.0) and np.isclose(loaded.min(), -1.0)
+    message = str(record[0].message)
+    assert f"loud_{sr}.wav: {over} of {y.size} samples" in message and "clipped to [-1, 1]" in message
+    assert record[0].filename == __file__  # points at the caller of load_audio
+
+
+@pytest.mark.parametrize(("subtype", "sr"), [("PCM_16", 44100), ("FLOAT", 16000), ("PCM_16", 4000)])
+def test_load_audio_of_a_full_scale_file_stays_in_range_without_a_warning(tmp_path, subtype, sr, recwarn):
+    rng = np.random.default_rng(0)
+    y = np.sign(tone(900.0, 1.5, sr)) * 0.999 + rng.uniform(-1e-3, 1e-3, int(1.5 * sr))  # a square wave
+    path = tmp_path / f"full_{subtype}_{sr}.wav"
+    sf.write(path, y.astype(np.float32), sr, subtype=subtype)
+    loaded = audio.load_audio(path)
+    assert loaded.min() >= -1.0 and loaded.max() <= 1.0
+    assert not [w for w in recwarn if issubclass(w.category, audio.ClippedAudioWarning)]
+
+
 def test_load_audio_resamples_with_soxr_hq_like_librosa(tmp_path):
     y44 = tone(1000.0, 1.2, 44100) + tone(300.0, 1.2, 44100, 0.2)
     sf.write(tmp_path / "a.wav", y44, 44100, subtype="FLOAT")

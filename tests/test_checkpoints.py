@@ -3,7 +3,15 @@ training run resume exactly where it stopped. Tiny breath CNNs on 16 x 16 images
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,12 +19,14 @@ import pytest
 import torch
 
 import helpers.training.checkpoints as checkpoints
+from helpers.files import STALE_TMP_S, DiskFullError
 from helpers.training.checkpoints import RunCheckpoints, load_checkpoint, resume_path, save_checkpoint
 from helpers.training.device_data import DeviceData
 from helpers.training.loop import make_loss, make_optimisation, train_one_epoch
 from helpers.training.models import breath_cnn, resnet18_xray
 from helpers.xray.augment import GpuAugment
 
+ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"batch_size": 8, "lr": 0.01, "seed": 0, "augment": dataclasses.asdict(GpuAugment(rotation=15.0))}
 
 
@@ -140,6 +150,154 @@ def test_load_checkpoint_refuses_pickles_and_foreign_files(tmp_path):
 def test_resume_path_sits_beside_the_best_checkpoint(tmp_path):
     assert resume_path(tmp_path / "best.pt") == tmp_path / "best.last.pt"
     assert resume_path("runs/resnet.v2.pt").as_posix() == "runs/resnet.v2.last.pt"
+
+
+# full disks, killed saves and damaged files
+
+UNEXPECTED_POS = "[enforce fail at inline_container.cc:672] . unexpected pos 4608 vs 4501"
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError(UNEXPECTED_POS), OSError(errno.ENOSPC, "No space left on device")],
+    ids=["torch-unexpected-pos", "enospc"],
+)
+def test_a_full_disk_raises_disk_full_naming_the_checkpoint(tmp_path, monkeypatch, error):
+    path = tmp_path / "model.pt"
+    model = _tiny_model()
+    save_checkpoint(path, model, note="first")
+    old_bytes = path.read_bytes()
+
+    def full_disk_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"the first half of a checkpoint")
+        raise error
+
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk_save)
+    with pytest.raises(DiskFullError, match=r"disk full while writing the checkpoint .*model\.pt") as info:
+        save_checkpoint(path, model, note="second")
+    assert info.value.errno == errno.ENOSPC and info.value.__cause__ is error
+    assert path.read_bytes() == old_bytes
+    assert _files(tmp_path) == ["model.pt"]
+
+
+@contextlib.contextmanager
+def _small_tmpfs(folder, size="2m"):
+    """A real ``size`` tmpfs mounted on ``folder`` (root with ``mount`` only; the test is skipped otherwise)."""
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount")
+    folder.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:  # a failing test's traceback may still hold a file open there: then detach it lazily
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("checked_first", [True, False], ids=["free-space-checked", "torch-save-fails"])
+def test_a_real_full_disk_raises_disk_full_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, checked_first):
+    with _small_tmpfs(tmp_path / "small") as folder:
+        path = folder / "model.pt"
+        save_checkpoint(path, torch.nn.Linear(10, 10))
+        old_bytes = path.read_bytes()
+        if not checked_first:  # let torch.save run into the full disk itself
+            monkeypatch.setattr(checkpoints, "require_free_space", lambda *args: None)
+        with pytest.raises(DiskFullError, match=r"disk full.*model\.pt"):
+            save_checkpoint(path, torch.nn.Linear(1000, 1000))  # 4 MB of weights on a 2 MB disk
+        assert path.read_bytes() == old_bytes
+        assert _files(folder) == ["model.pt"]
+
+
+_KILLED_SAVE = """
+import sys, time
+import torch
+from helpers.training import checkpoints
+
+def slow_save(obj, f, *args, **kwargs):
+    with open(f, "wb") as handle:
+        handle.write(b"x" * 100_000)
+    print("writing", flush=True)
+    time.sleep(600)
+
+checkpoints.torch.save = slow_save
+checkpoints.save_checkpoint(sys.argv[1], torch.nn.Linear(2, 2))
+"""
+
+
+def _killed_mid_save(path):
+    """Start a save of ``path`` in a child process and kill it (SIGKILL) while it writes its temporary."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(path)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout.readline() == b"writing\n"
+    finally:
+        child.kill()  # SIGKILL: no finally block of the child runs
+        child.wait()  # reaped: its PID is no longer alive
+    (tmp,) = path.parent.glob(f".{path.name}.{child.pid}.*.tmp")
+    return tmp
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and PIDs of dead processes: POSIX")
+@pytest.mark.parametrize("opened_by", ["save_checkpoint", "RunCheckpoints"])
+def test_the_temporary_of_a_killed_save_is_removed_next_time(tmp_path, opened_by):
+    path = tmp_path / "best.pt"
+    tmp = _killed_mid_save(path)
+    assert tmp.stat().st_size == 100_000 and not path.exists()
+    other = tmp_path / f".other.pt.{os.getppid()}.0123abcd.tmp"  # another checkpoint's: not ours to touch
+    other.write_bytes(b"x")
+    if opened_by == "save_checkpoint":
+        save_checkpoint(path, _tiny_model())
+        assert _files(tmp_path) == [other.name, "best.pt"]
+    else:
+        RunCheckpoints(path, SETTINGS, {})
+        assert _files(tmp_path) == [other.name]
+
+
+def test_only_temporaries_of_dead_or_old_saves_are_removed(tmp_path):
+    path = tmp_path / "best.pt"
+    live = tmp_path / f".best.pt.{os.getpid()}.0123abcd.tmp"  # a save running now, in this process
+    old = tmp_path / f".best.pt.{os.getppid()}.4567abcd.tmp"  # a live PID, but left for hours
+    unrelated = tmp_path / ".best.pt.notes.tmp"
+    for tmp in (live, old, unrelated):
+        tmp.write_bytes(b"x")
+    hours_ago = time.time() - STALE_TMP_S - 3600
+    os.utime(old, (hours_ago, hours_ago))
+    assert checkpoints.remove_stale_temporaries(path) == [old]
+    assert _files(tmp_path) == sorted([live.name, unrelated.name])
+
+
+def test_an_empty_checkpoint_says_so_and_what_to_do(tmp_path):
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"best\.pt: the checkpoint is empty \(0 bytes\).*delete it"):
+        load_checkpoint(path, _tiny_model())
+    state = RunCheckpoints(path, SETTINGS, {})
+    resume_path(path).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"best\.last\.pt: the checkpoint is empty \(0 bytes\).*delete it"):
+        state.resume(_tiny_model(), None)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.01, 0.99])
+def test_a_truncated_checkpoint_says_so_with_its_size_and_what_to_do(tmp_path, keep):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, _tiny_model())
+    data = path.read_bytes()
+    cut = data[: int(len(data) * keep)]
+    path.write_bytes(cut)
+    pattern = (
+        rf"best\.pt: the checkpoint is truncated or corrupt \({len(cut)} bytes; torch\.load: .+\); delete it"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        load_checkpoint(path)
 
 
 # RunCheckpoints

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +195,117 @@ def test_usable_cpus_respects_affinity_and_a_container_quota(monkeypatch, tmp_pa
     if hasattr(config.os, "sched_getaffinity"):
         monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2})  # taskset -c 0-2
         assert config.usable_cpus(tmp_path / "missing") == 3
+
+
+@pytest.mark.parametrize("cwd", [".", "notebooks", "helpers", "TMP"])
+def test_relative_paths_mean_the_same_folder_from_any_working_directory(monkeypatch, tmp_path, cwd):
+    monkeypatch.chdir(tmp_path if cwd == "TMP" else ROOT / cwd)
+    monkeypatch.delenv(config.ROOT_ENV, raising=False)
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    monkeypatch.setenv(config.DATA_ENV, "my-data")
+    monkeypatch.setenv(config.CACHE_ENV, "./build/../my-cache")
+    s = config.get_settings()
+    assert (s.root, s.data_dir, s.cache_dir) == (ROOT, ROOT / "my-data", ROOT / "my-cache" / "smoke")
+    monkeypatch.setenv(config.ROOT_ENV, "course-copy")  # relative to the checkout, the others to the root
+    s = config.get_settings()
+    assert s.root == ROOT / "course-copy"
+    assert (s.data_dir, s.cache_dir) == (
+        ROOT / "course-copy" / "my-data",
+        ROOT / "course-copy" / "my-cache" / "smoke",
+    )
+
+
+def test_home_and_absolute_paths_are_taken_as_they_are(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT / "notebooks")
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(config.DATA_ENV, "~/xai-data")
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    s = config.get_settings()
+    assert (s.data_dir, s.cache_dir) == (tmp_path / "home" / "xai-data", tmp_path / "cache" / "smoke")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "two"])
+def test_a_bad_thread_count_names_the_variable_its_value_and_what_is_allowed(monkeypatch, value):
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    monkeypatch.setenv(config.THREADS_ENV, value)
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match=rf"XAI_COURSE_THREADS='{re.escape(value)}' .*a positive integer"):
+        config.set_cpu_threads()
+    assert torch.get_num_threads() == before
+
+
+def test_a_thread_count_may_have_spaces_and_empty_means_unset(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(config.MODE_ENV, "smoke")
+        monkeypatch.setenv(config.THREADS_ENV, " 2 ")
+        assert config.set_cpu_threads() == 2
+        monkeypatch.setenv(config.THREADS_ENV, "")
+        assert config.set_cpu_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(folder)``: chmod 0o555 the folder. As root (where chmod does not stop writes) the check
+    ``os.access`` is told the same, so that the test still checks what a learner without root would see."""
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        made.append(folder)
+        if os.access(folder, os.W_OK):  # root
+            real_access = os.access
+            monkeypatch.setattr(
+                config.os,
+                "access",
+                lambda p, mode, **kw: (
+                    False if Path(p) in made and mode & os.W_OK else real_access(p, mode, **kw)
+                ),
+            )
+        return folder
+
+    yield make
+    for folder in made:
+        folder.chmod(0o755)
+
+
+def test_require_writable_names_the_folder_the_variable_and_the_fix(tmp_path, read_only):
+    folder = read_only(tmp_path / "shared")
+    config.require_writable(tmp_path, "cache", config.CACHE_ENV)  # writable: nothing happens
+    config.require_writable(tmp_path / "new" / "deeper", "cache", config.CACHE_ENV)  # made when needed
+    with pytest.raises(PermissionError) as info:
+        config.require_writable(folder, "cache", config.CACHE_ENV)
+    message = str(info.value)
+    assert info.value.errno == errno.EACCES
+    assert f"the cache folder {folder} is not writable" in message
+    assert 'os.environ["XAI_COURSE_CACHE"] = "~/xai-course/cache"' in message and "writable" in message
+    with pytest.raises(
+        PermissionError, match=rf"does not exist and its parent {re.escape(str(folder))} is read-only"
+    ):
+        config.require_writable(folder / "smoke", "data", config.DATA_ENV)
+
+
+@pytest.mark.parametrize("which", ["cache", "data"])
+def test_describe_refuses_a_read_only_folder_before_any_work(monkeypatch, tmp_path, read_only, which):
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    config.describe()  # both writable
+    folder = read_only(tmp_path / which)
+    env = {"cache": config.CACHE_ENV, "data": config.DATA_ENV}[which]
+    with pytest.raises(PermissionError, match=rf"the {which} folder {re.escape(str(folder))}.*{env}"):
+        config.describe(notebook="02")
+
+
+def test_a_read_only_data_folder_holding_only_real_downloads_is_fine(monkeypatch, tmp_path, read_only):
+    monkeypatch.setenv(config.MODE_ENV, "smoke")
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    for name in ("rsna", "kermany", "icbhi"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    read_only(tmp_path / "data")
+    assert "data=real: rsna, kermany, icbhi" in config.describe()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from pathlib import Path
 
 import librosa
@@ -57,6 +58,10 @@ class AudioError(ValueError):
 
     Taught in ``notebooks/06_breath_sounds.ipynb``.
     """
+
+
+class ClippedAudioWarning(UserWarning):
+    """A recording whose samples go beyond [-1, 1] (a float file not scaled to full scale) was clipped."""
 
 
 def _is_truncated(extra_info: str) -> bool:
@@ -110,7 +115,9 @@ def load_audio(
     """Read an audio file as mono float32 at ``sr`` Hz: (n,) with values in [-1, 1].
 
     Any bit depth soundfile reads (8-bit unsigned, 16/24/32-bit integer, 32/64-bit float) is scaled to
-    [-1, 1]; channels are averaged; other rates are resampled with soxr. Raises :class:`AudioError`, whose
+    [-1, 1]; channels are averaged; other rates are resampled with soxr. A float file may hold samples beyond
+    [-1, 1]: they are clipped to [-1, 1], with a :class:`ClippedAudioWarning` saying how many (the resampler's
+    slight overshoot near full scale is clipped silently). Raises :class:`AudioError`, whose
     message names the file and the reason, for a file that is missing, empty, not audio, truncated,
     shorter than ``min_duration`` seconds (default: one 96-frame patch, 0.975 s), holds NaN/inf, or is
     silent (peak below 1e-6). Taught in ``notebooks/06_breath_sounds.ipynb``.
@@ -135,7 +142,21 @@ def load_audio(
     peak = float(np.abs(y).max()) if y.size else 0.0
     if peak < SILENCE_PEAK:
         raise AudioError(f"{path}: silent: peak amplitude {peak:.3g} is below {SILENCE_PEAK:g}")
-    return resample(y, int(file_sr), sr)
+    _warn_if_beyond_full_scale(path, y, peak)
+    return np.clip(resample(y, int(file_sr), sr), -1.0, 1.0)
+
+
+def _warn_if_beyond_full_scale(path: Path, y: np.ndarray, peak: float) -> None:
+    """Warn (:class:`ClippedAudioWarning`) when samples of the file's signal ``y`` lie beyond [-1, 1]."""
+    if peak <= 1.0:
+        return
+    over = int(np.count_nonzero(np.abs(y) > 1.0))
+    warnings.warn(
+        f"{path}: {over} of {y.size} samples ({over / y.size:.1%}) lie beyond [-1, 1] (peak {peak:.3g}); "
+        "they were clipped to [-1, 1]. Scale the recording to full scale to keep its loud parts",
+        ClippedAudioWarning,
+        stacklevel=3,
+    )
 
 
 def frame_lengths(sr: int = SAMPLE_RATE, win_ms: float = WIN_MS, hop_ms: float = HOP_MS) -> tuple[int, int]:

@@ -6,12 +6,18 @@ Taught in ``notebooks/02_training_resnet18.ipynb``; used by :func:`helpers.train
 A checkpoint is a dict ``{"format", "state_dict", "meta"}`` holding only tensors and plain Python types,
 so it loads with ``torch.load(weights_only=True)``: unlike a full pickle, such a file cannot run code
 when opened. Writes are atomic (:func:`helpers.files.atomic_path`), so a crash mid-save never leaves a
-half-written checkpoint behind.
+half-written checkpoint behind; a full disk raises :class:`helpers.files.DiskFullError` naming the file, and
+the temporary file of a killed save (``kill -9``, a dead kernel) is removed by the next save of that checkpoint
+(:func:`remove_stale_temporaries`). An empty or truncated checkpoint is reported as such, with what to do.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import pickle
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from helpers.files import atomic_path
+from helpers.files import STALE_TMP_S, atomic_path, disk_full_guard, require_free_space
 from helpers.training.models import ARCHITECTURES
 
 CHECKPOINT_FORMAT = "xai-course-checkpoint/1"
+#: What to do about a damaged checkpoint, the end of every such error message.
+_REDO = "delete it and run again: the training that wrote it resumes from its last good state or retrains"
 
 
 def _plain(value: Any, where: str = "meta") -> Any:
@@ -57,19 +65,65 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta: Any) -> P
 
     ``meta`` holds tensors and plain Python types (DataFrames are stored as records); ``architecture``
     and ``architecture_kwargs`` are taken from the model (set by :mod:`helpers.training.models`) when not given.
-    A failing save leaves the previous file intact and no temporary file.
-    Taught in ``notebooks/02_training_resnet18.ipynb``.
+    A failing save leaves the previous file intact and no temporary file; a full disk raises
+    :class:`helpers.files.DiskFullError` naming the file. Temporaries of killed saves of this checkpoint are
+    removed first (:func:`remove_stale_temporaries`). Taught in ``notebooks/02_training_resnet18.ipynb``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares the original's weights
     meta.setdefault("architecture", getattr(model, "architecture_name", type(model).__name__))
     meta.setdefault("architecture_kwargs", getattr(model, "architecture_kwargs", {}))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": _plain(meta)}
-    with atomic_path(path) as tmp:
+    tensors = [*state.values(), *(v for v in _leaves(payload["meta"]) if isinstance(v, torch.Tensor))]
+    require_free_space(path.parent, sum(t.nbytes for t in tensors), f"the checkpoint {path.name}")
+    with disk_full_guard(path, "the checkpoint"), atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The non-container values inside nested dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (always True on Windows, where ``os.kill`` would end it)."""
+    if os.name == "nt" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed saves of ``path`` left beside it; returns the removed files.
+
+    :func:`helpers.files.atomic_path` names them ``.<name>.<pid>.<random>.tmp``; one is stale when its
+    process no longer runs on this host, or when it is older than ``helpers.files.STALE_TMP_S`` seconds.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(tmp.name)
+        try:
+            if match and (not _pid_alive(int(match[1])) or time.time() - tmp.stat().st_mtime > STALE_TMP_S):
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # removed meanwhile by another process
+            pass
+    return removed
 
 
 def load_checkpoint(
@@ -98,15 +152,31 @@ def _read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     """The checked ``{"format", "state_dict", "meta"}`` payload of the course checkpoint at ``path``."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint there (train first, or check the path)")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(
+            f"{path}: the checkpoint is empty (0 bytes), left by a save that did not finish; {_REDO}"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
+    except pickle.UnpicklingError as err:  # a whole file holding more than tensors and plain types
         raise ValueError(
             f"{path}: not a readable checkpoint (torch.load with weights_only=True: {err})"
+        ) from err
+    except Exception as err:
+        raise ValueError(
+            f"{path}: the checkpoint is truncated or corrupt ({size} bytes; torch.load: {_first_sentence(err)}); "
+            f"{_REDO}"
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a course checkpoint (no format {CHECKPOINT_FORMAT!r})")
     return payload
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The first sentence of an error's message (torch's go on for lines), or its type when it has none."""
+    text = str(err).strip()
+    return text.split(". ")[0].splitlines()[0][:200] if text else type(err).__name__
 
 
 def _load_weights(path: Path, model: nn.Module, state_dict: dict) -> None:
@@ -142,7 +212,8 @@ class RunCheckpoints:
     ``settings``: what a resumed run must share with the saved one (batch size, learning rate, seed, data
     sizes, augmentation ...); ``meta``: what the best checkpoint records besides the weights. The state
     holds the weights, the optimizer and loss-scaler state, the global torch RNG (CPU and CUDA) and the
-    run's named generators, so a resumed run continues exactly where the interrupted one stopped.
+    run's named generators, so a resumed run continues exactly where the interrupted one stopped. Opening
+    one removes the temporaries that killed saves of both files left (:func:`remove_stale_temporaries`).
     Used by :func:`helpers.training.loop.fit`; taught in ``notebooks/02_training_resnet18.ipynb``.
     """
 
@@ -150,6 +221,9 @@ class RunCheckpoints:
         self.best_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.state_path = None if checkpoint_path is None else resume_path(checkpoint_path)
         self.settings, self.meta, self.best_weights = settings, meta, None
+        for path in (self.best_path, self.state_path):
+            if path is not None and path.parent.is_dir():
+                remove_stale_temporaries(path)
 
     def resume(self, model: nn.Module, opt: Any) -> tuple[list[dict], float | None]:
         """Restore the saved state into ``model`` and ``opt`` (a ``helpers.training.loop.Optimisation``);
