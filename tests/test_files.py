@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -276,3 +277,184 @@ def test_run_tasks_gives_the_same_files_with_one_and_two_workers(tmp_path):
         assert leftovers(folder) == []
     assert len(results[1]) == 16 and results[1] == results[2] == results[None]
     files.run_tasks(_write_task, [], 2, desc="nothing")  # no tasks: no pool, no error
+
+
+# --------------------------------------------------------------------------------------------- build_lock
+def lock_record(pid: int, host: str | None = None, age: float = 0.0) -> str:
+    host = socket.gethostname() if host is None else host
+    return json.dumps(
+        {"pid": pid, "host": host, "what": "test set", "since": time.time() - age, "token": "t"}
+    )
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_build_lock_records_its_owner_and_always_removes_its_lock(tmp_path):
+    target = tmp_path / "store"
+    lock = tmp_path / "store.lock"
+    with files.build_lock(target, "test set") as waited_for:
+        assert waited_for is None
+        record = json.loads(lock.read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        assert record["what"] == "test set" and abs(record["since"] - time.time()) < 60
+    assert not lock.exists()
+    with pytest.raises(KeyError):
+        with files.build_lock(target, "test set"):
+            raise KeyError("the build failed")
+    assert not lock.exists()
+    other = lock_record(12345, "elsewhere")
+    with files.build_lock(target, "test set"):  # taken over by someone else meanwhile: not ours to remove
+        lock.write_text(other)
+    assert lock.read_text() == other
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from helpers.files import build_lock
+target, release = Path(sys.argv[1]), Path(sys.argv[2])
+with build_lock(target, "test set"):
+    print("holding", flush=True)
+    while not release.exists():
+        time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A live process holding the lock of ``tmp_path/store`` until ``tmp_path/release`` appears."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = [sys.executable, "-c", HOLDER, str(tmp_path / "store"), str(tmp_path / "release")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "holding"
+    yield proc
+    (tmp_path / "release").touch()
+    proc.communicate(timeout=60)
+
+
+def test_build_lock_waits_for_a_live_holder_and_says_so_once(tmp_path, holder, capsys, monkeypatch):
+    monkeypatch.setattr(files, "LOCK_NOTE_S", 0.3)
+    threading.Timer(1.0, (tmp_path / "release").touch).start()
+    started = time.monotonic()
+    with files.build_lock(tmp_path / "store", "test set") as waited_for:
+        assert time.monotonic() - started >= 0.9
+        assert json.loads((tmp_path / "store.lock").read_text())["pid"] == os.getpid()
+    who = f"PID {holder.pid} on {socket.gethostname()}"
+    assert waited_for == who
+    out = capsys.readouterr().out
+    assert out.count(f"test set: {tmp_path / 'store'} is being built by {who}; waiting") == 1, out
+    assert f"if that process is stuck, stop it or delete {tmp_path / 'store.lock'}" in out
+    assert f"test set: still waiting for {who}" in out  # a sign of life every LOCK_NOTE_S
+
+
+def test_build_lock_gives_up_after_its_timeout(tmp_path, holder):
+    with pytest.raises(
+        TimeoutError, match=rf"test set: waited 0 min for PID {holder.pid} on .* delete .*store\.lock"
+    ):
+        with files.build_lock(tmp_path / "store", "test set", timeout=0.3):
+            pytest.fail("got a lock that a live process holds")
+    assert json.loads((tmp_path / "store.lock").read_text())["pid"] == holder.pid  # left alone
+
+
+@pytest.mark.parametrize(
+    ("record", "age", "why"),
+    [
+        (lambda: lock_record(dead_pid()), 0, "that took it is no longer running"),
+        (lambda: lock_record(os.getpid(), "elsewhere", files.STALE_LOCK_S + 60), 0, "took it 24 h ago"),
+        (lambda: "", 120, "an incomplete lock file 120 s old"),
+    ],
+    ids=["dead-pid", "old-on-another-host", "incomplete-and-old"],
+)
+def test_build_lock_takes_over_a_left_over_lock(tmp_path, capsys, record, age, why):
+    lock = tmp_path / "store.lock"
+    lock.write_text(record())
+    os.utime(lock, (time.time() - age, time.time() - age))
+    with files.build_lock(tmp_path / "store", "test set") as waited_for:
+        assert waited_for is None and json.loads(lock.read_text())["pid"] == os.getpid()
+    out = capsys.readouterr().out
+    assert f"test set: taking over the lock {lock}: " in out and why in out, out
+    assert not lock.exists() and not (tmp_path / "store.lock.takeover").exists()
+
+
+@pytest.mark.parametrize(
+    ("record", "age"),
+    [(lock_record(1, "elsewhere", 3600), 0), ("", 5)],
+    ids=["young-on-another-host", "being-written"],
+)
+def test_build_lock_waits_for_a_lock_that_may_be_alive(tmp_path, record, age):
+    lock = tmp_path / "store.lock"
+    lock.write_text(record)
+    os.utime(lock, (time.time() - age, time.time() - age))
+    with pytest.raises(TimeoutError):
+        with files.build_lock(tmp_path / "store", "test set", timeout=0.3):
+            pytest.fail("took over a lock whose owner may still be building")
+    assert lock.read_text() == record
+
+
+def test_taking_over_never_removes_a_lock_taken_over_meanwhile(tmp_path):
+    """Two waiters see the same left-over lock; the first replaces it with its own before the second acts:
+    the second must not remove the fresh one (it looks again, under the ``.takeover`` guard)."""
+    lock, guard = tmp_path / "store.lock", tmp_path / "store.lock.takeover"
+    left_over, fresh = lock_record(dead_pid()), lock_record(os.getpid())
+    lock.write_text(fresh)
+    files._take_over(lock, left_over)
+    assert lock.read_text() == fresh and not guard.exists()
+    lock.write_text(left_over)
+    guard.touch()  # another waiter is taking it over right now: leave it to that one
+    files._take_over(lock, left_over)
+    assert lock.read_text() == left_over and guard.exists()
+    os.utime(guard, (time.time() - 120, time.time() - 120))  # ... which died doing so: its guard goes
+    files._take_over(lock, left_over)
+    assert not guard.exists()
+    files._take_over(lock, left_over)
+    assert not lock.exists() and not guard.exists()
+
+
+CONTENDER = """
+import os, sys, time
+from pathlib import Path
+from helpers.files import build_lock
+target, log, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+go.with_name(go.name + "." + str(os.getpid())).touch()
+while not go.exists():
+    time.sleep(0.001)
+for _ in range(3):
+    with build_lock(target, "test set"):
+        with open(log, "a") as f:
+            f.write(f"in {os.getpid()}\\n")
+        time.sleep(0.02)
+        with open(log, "a") as f:
+            f.write(f"out {os.getpid()}\\n")
+"""
+
+
+def test_build_lock_lets_one_process_at_a_time_in_also_when_taking_over(tmp_path):
+    """Four processes start together on a lock left by a dead one: they take it over and then take turns."""
+    target, log, go = tmp_path / "store", tmp_path / "log", tmp_path / "go"
+    (tmp_path / "store.lock").write_text(lock_record(dead_pid()))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    args = [sys.executable, "-c", CONTENDER, str(target), str(log), str(go)]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < 4:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
+            "contenders did not start"
+        )
+        time.sleep(0.01)
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
+    lines = log.read_text().splitlines()
+    assert len(lines) == 24
+    for enter, leave in zip(lines[0::2], lines[1::2], strict=True):  # never two inside at once
+        assert enter.startswith("in ") and leave == "out " + enter[3:], lines
+    assert sum("taking over the lock" in out for out, _ in outputs) >= 1
+    assert sorted(p.name for p in tmp_path.iterdir() if "lock" in p.name) == []

@@ -29,9 +29,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from helpers.breath import audio, icbhi
-from helpers.config import usable_cpus
+from helpers.config import display_path, usable_cpus
 from helpers.explain.cam import grad_cam
-from helpers.files import atomic_path, process_pool
+from helpers.files import atomic_path, build_lock, process_pool
 from helpers.progress import progress_bar
 
 
@@ -134,24 +134,50 @@ def build_patch_dataset(
     One task per recording in a pool (:func:`helpers.files.process_pool`) of ``workers`` processes (default: all cores;
     1 = in this process). With ``cache_path``, a cached ``.npz`` made from the same settings and the same
     files (names, sizes, modification times) is returned as it is, otherwise the result is written there
-    atomically. Recordings that :func:`helpers.breath.audio.load_audio` rejects are skipped with a warning and
-    listed in ``skipped``; annotation errors raise. Taught in ``notebooks/06_breath_sounds.ipynb``.
+    atomically; one process at a time computes it (:func:`helpers.files.build_lock`), so a second notebook
+    waits and reuses it instead of computing it again. Recordings that :func:`helpers.breath.audio.load_audio`
+    rejects are skipped with a warning and listed in ``skipped``; annotation errors raise. Taught in
+    ``notebooks/06_breath_sounds.ipynb``.
     """
     table = icbhi.list_recordings(icbhi_dir)
     params = {"sr": sr, "fmin": audio.FMIN, "fmax": float(fmax), "n_mels": n_mels, "min_overlap": min_overlap}
     files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in [*table.wav, *table.txt]]
     params["files_sha256"] = hashlib.sha256(json.dumps(files).encode()).hexdigest()
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            cached = PatchDataset.load(cache_path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # unreadable or older format: recompute
-            cached = None
-        if cached is not None and cached.params == params:
-            return cached
     jobs = [
         (str(wav), str(txt), sr, float(fmax), n_mels, min_overlap)
         for wav, txt in table[["wav", "txt"]].values
     ]
+    if cache_path is None:
+        return _compute_patches(table, jobs, params, workers, progress)
+    cache_path = Path(cache_path)
+    cached = _cached_patches(cache_path, params)
+    if cached is not None:
+        return cached
+    with build_lock(cache_path, "breath-sound patches") as waited_for:
+        cached = _cached_patches(cache_path, params)  # made meanwhile by the process this one waited for
+        if cached is not None:
+            print(f"{display_path(cache_path)}: reusing the patches that {waited_for} made meanwhile")
+            return cached
+        dataset = _compute_patches(table, jobs, params, workers, progress)
+        dataset.save(cache_path)
+    return dataset
+
+
+def _cached_patches(cache_path: Path, params: dict) -> PatchDataset | None:
+    """The patch set cached at ``cache_path`` if made with ``params``, else None (missing, other, damaged)."""
+    if not cache_path.is_file():
+        return None
+    try:
+        cached = PatchDataset.load(cache_path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # unreadable or older format: recompute
+        return None
+    return cached if cached.params == params else None
+
+
+def _compute_patches(
+    table: pd.DataFrame, jobs: list[tuple], params: dict, workers: int | None, progress: bool
+) -> PatchDataset:
+    """The patches of the recordings of ``table`` (one job each) over ``workers`` processes."""
     workers = max(1, min(workers or usable_cpus(), len(jobs)))
     with contextlib.ExitStack() as stack:
         if workers == 1:
@@ -165,9 +191,9 @@ def build_patch_dataset(
     cut, starts, labels, reasons = zip(*results, strict=True)
     skipped = tuple(reason for reason in reasons if reason)
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable recordings: {'; '.join(skipped[:3])}", stacklevel=2)
+        warnings.warn(f"skipped {len(skipped)} unreadable recordings: {'; '.join(skipped[:3])}", stacklevel=3)
     rows = table.iloc[np.repeat(np.arange(len(table)), [len(x) for x in labels])]
-    dataset = PatchDataset(
+    return PatchDataset(
         patches=np.concatenate(cut),
         labels=np.concatenate(labels),
         recording=rows["name"].to_numpy(dtype=str),
@@ -179,9 +205,6 @@ def build_patch_dataset(
         params=params,
         skipped=skipped,
     )
-    if cache_path is not None:
-        dataset.save(cache_path)
-    return dataset
 
 
 def cycle_table(recordings: pd.DataFrame) -> pd.DataFrame:
