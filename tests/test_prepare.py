@@ -123,3 +123,41 @@ def test_an_interrupted_training_is_resumed_not_used_half_trained(course_root, c
     assert epochs_done(path) == recipe["epochs"]
     assert len(pipeline.trained_xray_model(settings, progress=False)[1]["history"]) >= meta["epoch"]
     assert capsys.readouterr().out == ""  # complete now: loaded as it is
+
+
+def test_two_processes_asking_for_the_model_at_once_train_it_once(course_root):
+    """Two notebooks on "Run all" both reach trained_xray_model: one trains, the other waits for its lock and
+    loads the finished model (issue 19, finding 4, for the checkpoint). Both get the same weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers.training.checkpoints import epochs_done
+
+    script = (
+        "import hashlib, torch\n"
+        "from helpers.course import pipeline\n"
+        "model, meta = pipeline.trained_xray_model(progress=False)\n"
+        "weights = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy().tobytes()\n"
+        "print('WEIGHTS', hashlib.sha256(weights).hexdigest(), 'EPOCH', meta['epoch'])\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    pipeline.rsna_store(
+        progress=False
+    )  # the store first (its own lock is tested in test_store_robustness.py)
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sum("reusing the model that" in out for out in outputs) == 1, outputs
+    assert len({line for out in outputs for line in out.splitlines() if line.startswith("WEIGHTS")}) == 1, (
+        outputs
+    )
+    path = pipeline.checkpoint_path()
+    assert epochs_done(path) == pipeline.xray_training_config()["epochs"]
+    assert not path.with_name(path.name + ".lock").exists()

@@ -23,6 +23,7 @@ import torch
 
 from helpers.config import Settings, get_settings, pick_device
 from helpers.data import datasets
+from helpers.files import build_lock
 from helpers.training.checkpoints import epochs_done, load_checkpoint
 from helpers.training.loop import fit, train_step
 from helpers.training.models import resnet18_xray
@@ -172,6 +173,34 @@ def announce_training_time(
     return total
 
 
+def _finished(path: Path, recipe: dict[str, Any]) -> bool:
+    """True when ``path`` holds a checkpoint whose run completed all the epochs of ``recipe``."""
+    done = epochs_done(path) if path.is_file() else None
+    return done is not None and done >= recipe["epochs"]
+
+
+def _train_xray_model(
+    settings: Settings, path: Path, recipe: dict[str, Any], *, progress: bool, retrain: bool
+) -> None:
+    """Train (or resume, saying so) the notebook-02 ResNet18 into ``path`` with ``recipe``."""
+    done = epochs_done(path) if path.is_file() else None
+    if not retrain and done is not None:
+        print(
+            f"{path.name}: its training stopped after {done} of {recipe['epochs']} epochs; resuming it",
+            flush=True,
+        )
+    store = rsna_store(settings, progress=progress)
+    train_x, train_y = store.split_arrays("train")
+    val_x, val_y = store.split_arrays("val")
+    torch.manual_seed(0)
+    model = resnet18_xray(mean=store.mean, std=store.std)
+    announce_training_time(settings, model, train_x, recipe)
+    fit(
+        model, train_x, train_y, val_x, val_y, checkpoint_path=path, progress=progress,
+        checkpoint_meta={"store": store.path.name}, resume=not retrain, **recipe,
+    )  # fmt: skip
+
+
 def trained_xray_model(
     settings: Settings | None = None, *, progress: bool = True, retrain: bool = False
 ) -> tuple[torch.nn.Module, dict]:
@@ -180,28 +209,19 @@ def trained_xray_model(
     Loads the checkpoint when its run is complete. A run that was interrupted (notebook 02 or ``prepare``
     stopped part-way) is resumed, saying so: a half-trained model is never used as the finished one. Without a
     checkpoint, trains one with :func:`xray_training_config` (about a minute and a half in cpu mode, minutes
-    on a GPU in full mode) and saves it. The model carries the store's mean/std;
+    on a GPU in full mode) and saves it, under a lock file (:func:`helpers.files.build_lock`): a second
+    process asking at the same time waits and then loads the finished model. The model carries the store's mean/std;
     ``meta`` holds the image size and the training history.
     """
 
     settings = settings or get_settings()
     path, recipe = checkpoint_path(settings), xray_training_config(settings)
-    done = epochs_done(path)
-    if retrain or not path.is_file() or done is None or done < recipe["epochs"]:
-        if path.is_file() and not retrain and done is not None:
-            print(
-                f"{path.name}: its training stopped after {done} of {recipe['epochs']} epochs; resuming it",
-                flush=True,
-            )
-        store = rsna_store(settings, progress=progress)
-        train_x, train_y = store.split_arrays("train")
-        val_x, val_y = store.split_arrays("val")
-        torch.manual_seed(0)
-        model = resnet18_xray(mean=store.mean, std=store.std)
-        announce_training_time(settings, model, train_x, recipe)
-        fit(
-            model, train_x, train_y, val_x, val_y, checkpoint_path=path, progress=progress,
-            checkpoint_meta={"store": store.path.name}, resume=not retrain, **recipe,
-        )  # fmt: skip
+    if retrain or not _finished(path, recipe):
+        # two notebooks (or a notebook and prepare) asking at once: one trains, the other waits and reuses
+        with build_lock(path, "training the ResNet18") as waited_for:
+            if waited_for is not None and _finished(path, recipe):
+                print(f"{path.name}: reusing the model that {waited_for} trained meanwhile", flush=True)
+            else:
+                _train_xray_model(settings, path, recipe, progress=progress, retrain=retrain)
     model, meta = load_checkpoint(path)
     return model.to(pick_device()).eval(), meta
