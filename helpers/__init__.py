@@ -21,10 +21,12 @@ The lessons:
   ``store``, ``augment``, ``plots`` (01)
 - ``training/``: ``models`` (ResNet18 and the breath CNN, each carrying its input standardisation),
   ``device_data``, ``loop`` (``train_step``, ``train_one_epoch``, ``evaluate``, ``fit``), ``checkpoints``,
+  ``distributed`` (the same loop on several processes under ``torchrun``, 08),
   ``inference`` (``predict``, ``predict_split``), ``plots`` (02, 03)
 - ``evaluate/``: ``metrics``, ``bootstrap`` (NumPy and scikit-learn only), ``plots`` (03)
-- ``explain/``: ``cam`` (CAM, Grad-CAM, guided backprop, Guided Grad-CAM), ``localisation``, ``sanity``,
-  ``faithfulness``, ``overlays`` (04, 05). Takes a model and tensors; imports no data or training code.
+- ``explain/``: ``cam`` (CAM, Grad-CAM, guided backprop, Guided Grad-CAM), ``cam_family`` (Grad-CAM++,
+  HiResCAM, Score-CAM, Eigen-CAM), ``gradients`` (saliency, SmoothGrad, Integrated Gradients, occlusion),
+  ``localisation``, ``sanity``, ``faithfulness``, ``overlays`` (04, 05). Takes a model and tensors; imports no data or training code.
 - ``breath/``: ``audio`` (the paper's log-mel front end, patches), ``icbhi`` (the files), ``dataset`` (the patch
   data set, heat per mel band), ``plots`` (06)
 - ``widgets/``: ipywidgets explorers (the only code that touches IPython) (01, 03, 05, 06)

@@ -30,13 +30,16 @@ Target = int | Sequence[int] | Tensor
 Layer = str | nn.Module
 
 __all__ = [
+    "check_images",
     "class_activation_map",
     "grad_cam",
     "guided_backprop",
     "guided_grad_cam",
     "min_max_normalize",
+    "model_input",
     "resolve_layer",
     "target_scores",
+    "upsample_maps",
 ]
 
 
@@ -120,7 +123,7 @@ def class_activation_map(
     (``-logit = mean - bias`` for ``target=0``). ``x``: ``B x C x H x W`` -> ``B x h x w``, or ``B x H x W``
     with ``upsample=True`` (bilinear, ``align_corners=False``). Taught in ``notebooks/04_cam_math.ipynb``.
     """
-    _check_images(x)
+    check_images(x)
     feature_layer = resolve_layer(model, features)
     linear = resolve_layer(model, head)
     if not isinstance(linear, nn.Linear):
@@ -134,7 +137,7 @@ def class_activation_map(
 
     with _explaining(model) as handles, torch.no_grad():
         handles.append(feature_layer.register_forward_hook(keep_copy))
-        model(_model_input(model, x))
+        model(model_input(model, x))
         if len(captured) != 1:
             raise ValueError(
                 f"layer {features!r} ran {len(captured)} times in one forward pass; CAM needs it once"
@@ -151,7 +154,7 @@ def class_activation_map(
         else:
             weights = linear.weight[classes]
         cam = torch.einsum("bkhw,bk->bhw", activations, weights)
-    return _upsample(cam, x.shape[-2:]) if upsample else cam
+    return upsample_maps(cam, x.shape[-2:]) if upsample else cam
 
 
 def grad_cam(
@@ -182,7 +185,7 @@ def grad_cam(
     ReLU module that a ResNet block calls twice is refused). Taught in ``notebooks/04_cam_math.ipynb`` and
     ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    _check_images(x)
+    check_images(x)
     module = resolve_layer(model, layer)
     captured: list[Tensor] = []
 
@@ -199,7 +202,7 @@ def grad_cam(
 
     with _explaining(model) as handles, torch.no_grad():
         handles.append(module.register_forward_hook(capture))
-        logits = model(_model_input(model, x))
+        logits = model(model_input(model, x))
         if not captured:
             raise ValueError(f"layer {layer!r} did not run in the forward pass of {type(model).__name__}")
         activations = captured[0]
@@ -212,7 +215,7 @@ def grad_cam(
     weights = gradients.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * activations.detach()).sum(dim=1))
     if upsample:
-        cam = _upsample(cam, x.shape[-2:])
+        cam = upsample_maps(cam, x.shape[-2:])
     return min_max_normalize(cam) if normalize else cam
 
 
@@ -242,7 +245,7 @@ def guided_backprop(model: nn.Module, x: Tensor, target: Target = 1) -> Tensor:
     never touched and two calls give the same, independent results. Taught in
     ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    _check_images(x)
+    check_images(x)
     relus = [module for module in model.modules() if isinstance(module, nn.ReLU)]
 
     def guide(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
@@ -250,7 +253,7 @@ def guided_backprop(model: nn.Module, x: Tensor, target: Target = 1) -> Tensor:
 
     with _explaining(model) as handles, torch.enable_grad():
         handles.extend(relu.register_forward_hook(guide) for relu in relus)
-        images = _model_input(model, x).requires_grad_(True)
+        images = model_input(model, x).requires_grad_(True)
         scores = target_scores(model(images), target)
         (gradients,) = torch.autograd.grad(scores.sum(), images)
     return gradients
@@ -289,14 +292,15 @@ def _explaining(model: nn.Module) -> Iterator[list[torch.utils.hooks.RemovableHa
                 handle.remove()
 
 
-def _check_images(x: Tensor) -> None:
+def check_images(x: Tensor) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float ``B x C x H x W`` tensor (every explanation's input)."""
     if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         dtype = f", dtype {x.dtype}" if isinstance(x, Tensor) else ""
         raise ValueError(f"expected images as a float tensor B x C x H x W, got {shape}{dtype}")
 
 
-def _model_input(model: nn.Module, x: Tensor) -> Tensor:
+def model_input(model: nn.Module, x: Tensor) -> Tensor:
     """A private copy of ``x`` on the model's device, cut from the caller's graph."""
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else x.device
@@ -329,6 +333,6 @@ def _target_indices(target: Target, batch: int, n_outputs: int, device: torch.de
     return classes
 
 
-def _upsample(maps: Tensor, size: Sequence[int]) -> Tensor:
+def upsample_maps(maps: Tensor, size: Sequence[int]) -> Tensor:
     """``B x h x w`` -> ``B x H x W``, bilinear with ``align_corners=False``."""
     return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
