@@ -535,8 +535,9 @@ def test_out_of_gpu_memory_says_what_to_do_and_keeps_the_finished_epochs(tmp_pat
     assert len(resumed_steps) == 6, "epoch 1 was kept: the resumed run trained only epochs 2 and 3"
 
 
-def test_resuming_with_other_class_weights_precision_or_device_is_refused_naming_the_setting(tmp_path):
-    """pos_weight, class_weights, the autocast dtype and the device change the results: a resume must match them."""
+def test_resuming_with_other_class_weights_is_refused_and_the_device_and_precision_are_recorded(tmp_path):
+    """pos_weight and class_weights change what is learnt: a resume must match them. The device and the
+    precision are recorded in both files (a resume may change them, see tests/test_gpu_path.py)."""
     path = tmp_path / "best.pt"
     data = _binary_data()
     _fit(_tiny_model(), data, epochs=1, checkpoint_path=path, pos_weight=1.0)
@@ -544,10 +545,17 @@ def test_resuming_with_other_class_weights_precision_or_device_is_refused_naming
         _fit(_tiny_model(), data, checkpoint_path=path, resume=True, pos_weight=7.0)
     state = load_checkpoint(resume_path(path))[1]["config"]
     assert (state["amp"], state["device"], state["order_on"], state["class_weights"]) == (
-        "None",
+        "fp32",
         "cpu",
         "cpu",
         None,
     )
-    with pytest.raises(ValueError, match="checkpoint_meta may not set \\['history'\\]"):
-        _fit(_tiny_model(), data, checkpoint_path=tmp_path / "other.pt", checkpoint_meta={"history": []})
+    best = load_checkpoint(path)[1]
+    assert (best["device"], best["precision"]) == ("cpu", "fp32")
+    with pytest.raises(ValueError, match="checkpoint_meta may not set \\['device', 'history'\\]"):
+        _fit(
+            _tiny_model(),
+            data,
+            checkpoint_path=tmp_path / "other.pt",
+            checkpoint_meta={"history": [], "device": 1},
+        )

@@ -110,12 +110,18 @@ class DeviceData:
 
 
 def _fits_on_device(nbytes: int, device: torch.device, reserve_bytes: int | None) -> bool:
-    """True when ``nbytes`` fit into the free memory of a CUDA device with a reserve to spare."""
+    """True when ``nbytes`` fit into the free memory of a CUDA device with a reserve to spare.
+
+    Free memory is what the driver reports free (``torch.cuda.mem_get_info``) plus what PyTorch's caching
+    allocator holds but does not use (``memory_reserved - memory_allocated``, e.g. left by an earlier run in
+    the same notebook): the allocator reuses that memory before it asks the driver for more.
+    """
     if device.type != "cuda":
         return True  # Apple MPS shares the host's memory
     free, total = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     reserve = reserve_bytes if reserve_bytes is not None else max(2 * 2**30, int(0.2 * total))
-    return nbytes + reserve <= free
+    return nbytes + reserve <= free + cached
 
 
 def _copy_to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -12,23 +12,30 @@ The speed tricks, each explained where it is used:
    memory once; a batch is then an ``index_select``, no DataLoader, no workers.
 2. Scaling to [0, 1] and augmentation (:class:`helpers.xray.augment.GpuAugment`) run on the device, on the
    whole batch at once; the model standardises its own input (:mod:`helpers.training.models`).
-3. Mixed precision: bf16 autocast on Ampere and newer GPUs; fp16 + ``GradScaler`` on older ones (T4).
+3. Mixed precision for training: bf16 autocast on Ampere and newer GPUs; fp16 + ``GradScaler`` on older ones
+   (T4). Validation always runs in fp32, so the score that picks the best epoch does not depend on the GPU.
 4. ``channels_last`` memory layout on CUDA, which the tensor cores' convolution kernels prefer.
 5. No host synchronisation per step: the loss is summed on the device and read once per epoch; the
    shuffling permutation is drawn on the device. (A ``loss.item()`` per step makes the CPU wait for
    the GPU every step, so the GPU then waits for the CPU to queue the next step.)
 6. Fused Adam on CUDA (one kernel updates all parameters), ``cudnn.benchmark`` (fixed batch shapes, so
-   the fastest convolution algorithm is measured once) and optionally ``torch.compile``.
+   the fastest convolution algorithm is measured once) and, off by default, ``torch.compile`` (with
+   ``compile="reduce-overhead"``: CUDA graphs), which pays for its compilation only on long runs.
+7. Checkpoints written by a background thread while the next epoch trains; only the copy of the state to
+   host memory holds the epoch up (:class:`helpers.training.checkpoints.RunCheckpoints`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import gc
 import math
 import os
 import time
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -67,6 +74,32 @@ def resolve_amp(amp: Any, device: torch.device) -> torch.dtype | None:
     if amp in ("fp16", "float16"):
         return torch.float16
     raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """'bf16', 'fp16' or 'fp32' (no autocast): how a run computed, as its checkpoint records it."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[amp_dtype]
+
+
+#: A CUDA GPU with at least this much memory (A100, H100, H200 ...) counts as large: see :func:`is_large_gpu`.
+LARGE_GPU_BYTES = 40 * 2**30
+
+
+def is_large_gpu(device: Any = None) -> bool:
+    """True on a CUDA GPU of compute capability >= 8 with at least 40 GiB (A100, H100, H200; not a T4, L4 or
+    a 24 GB consumer card), where a batch of 64 films is too small to keep the GPU busy; see
+    :func:`helpers.course.pipeline.xray_training_config`. Asks the GPU only when CUDA is available."""
+    if not torch.cuda.is_available():
+        return False
+    props = torch.cuda.get_device_properties(torch.device("cuda") if device is None else device)
+    return props.major >= 8 and props.total_memory >= LARGE_GPU_BYTES
+
+
+def scaled_lr(lr: float, batch_size: int, base_batch_size: int) -> float:
+    """Adam's learning rate for ``batch_size`` when ``lr`` was chosen for ``base_batch_size``: the square-root
+    rule, ``lr * sqrt(batch_size / base_batch_size)`` (for adaptive optimisers such as Adam; the linear rule is
+    SGD's). Taught in ``notebooks/02_training_resnet18.ipynb``."""
+    return lr * math.sqrt(batch_size / base_batch_size)
 
 
 def compute_pos_weight(labels: Any) -> float:
@@ -274,36 +307,101 @@ def evaluate(
     data: DeviceData,
     loss_fn: nn.Module,
     batch_size: int,
-    amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> dict[str, float]:
     """``{"val_loss", "val_acc", "val_auc"}`` on labelled ``data``: logits and loss on the device (eval mode,
     no gradients), one copy of the logits to the host for accuracy (threshold 0.5 / argmax) and ROC-AUC
-    (macro one-vs-rest for K > 1; NaN when a class is missing). Taught in ``notebooks/02_training_resnet18.ipynb``.
+    (macro one-vs-rest for K > 1; NaN when a class is missing).
+
+    Always in fp32, whatever precision the training used: bf16 logits keep 8 significant bits, so thousands of
+    validation scores would tie and the ROC-AUC that picks the best epoch would depend on the GPU generation
+    and differ from notebook 03's evaluation. Taught in ``notebooks/02_training_resnet18.ipynb``.
     """
-    logits = logits_for(model, data, batch_size, amp_dtype, channels_last)
+    logits = logits_for(model, data, batch_size, amp_dtype=None, channels_last=channels_last)
     val_loss = loss_fn(logits, data.labels).item()
     accuracy, auc = _accuracy_auc(logits.cpu().numpy(), data.labels_np)
     return {"val_loss": val_loss, "val_acc": accuracy, "val_auc": auc}
 
 
+def _oom_phase(traceback: types.TracebackType | None) -> str:
+    """Where in ``fit`` an out-of-memory error happened: 'data', 'validation' or 'training'."""
+    names = set()
+    while traceback is not None:
+        names.add(traceback.tb_frame.f_code.co_name)
+        traceback = traceback.tb_next
+    if "_device_data" in names:
+        return "data"
+    return "validation" if names & {"evaluate", "recalibrate_batchnorm", "logits_for"} else "training"
+
+
+def out_of_memory_advice(phase: str, batch_size: int, checkpoint_path: Any) -> str:
+    """What to do after CUDA ran out of memory in ``phase`` ('data', 'validation' or 'training') of a
+    :func:`fit` with ``batch_size``; finished epochs are kept when there is a ``checkpoint_path``."""
+    restart = (
+        "Free the GPU memory that other runs hold (a model or tensors of an earlier cell, another notebook; "
+        "torch.cuda.memory_allocated() shows what this process holds; Colab: Runtime > Restart session)"
+    )
+    if phase == "data":
+        return (
+            f"The GPU ran out of memory while copying the films to it. {restart}, then run again. A smaller "
+            "batch_size does not help here: the films are copied only when they fit with memory to spare "
+            "(otherwise they stay in host memory), so another process took the memory meanwhile."
+        )
+    what = "training"
+    if phase == "validation":
+        what = f"validating (batches of 2 x batch_size = {2 * batch_size})"
+    if checkpoint_path is None:
+        kept = "No checkpoint_path was given, so a new run starts again from the first epoch."
+    else:
+        kept = (
+            f"The finished epochs are saved beside {os.fspath(checkpoint_path)}: with resume=True the run "
+            "continues from them at the smaller batch size (the remaining epochs then differ slightly from a "
+            f"run at batch_size={batch_size})."
+        )
+    return (
+        f"The GPU ran out of memory while {what} with batch_size={batch_size}. {restart}, or train with a "
+        f"smaller batch: fit(..., batch_size={max(1, batch_size // 2)}) (notebook 02: "
+        f'cfg["batch_size"] = {max(1, batch_size // 2)} before the training cell). {kept}'
+    )
+
+
 @contextlib.contextmanager
-def _gpu_run(device: torch.device, batch_size: int) -> Iterator[None]:
-    """``cudnn.benchmark`` on CUDA for the run (restored after), and a CUDA out-of-memory error that says what
-    to do."""
+def _gpu_run(device: torch.device, batch_size: int, checkpoint_path: Any) -> Iterator[None]:
+    """``cudnn.benchmark`` on CUDA for the run (restored after), and a CUDA out-of-memory error, from the
+    data copy to the last validation, that says what to do (:func:`out_of_memory_advice`)."""
     benchmark_before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = device.type == "cuda"
     try:
         yield
     except torch.cuda.OutOfMemoryError as error:  # the most common failure on a shared or free GPU
-        raise torch.cuda.OutOfMemoryError(
-            f"{error}\n\nThe GPU ran out of memory while training with batch_size={batch_size}. Free the memory "
-            "held by earlier runs (Colab: Runtime > Restart session), or train with a smaller batch size "
-            f"(e.g. batch_size={max(1, batch_size // 2)}). Finished epochs are saved when a checkpoint_path is "
-            "given; resume=True continues from them with the same settings only."
-        ) from error
+        advice = out_of_memory_advice(_oom_phase(error.__traceback__), batch_size, checkpoint_path)
+        raise torch.cuda.OutOfMemoryError(f"{error}\n\n{advice}") from error
     finally:
         torch.backends.cudnn.benchmark = benchmark_before
+
+
+def _frees_memory_after_oom(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate ``fit``: after a CUDA out-of-memory error, re-raise its message without its traceback.
+
+    The traceback of an error references every frame it passed through, and with them the films, the
+    optimizer state and the activations on the GPU; Jupyter keeps the last error (``sys.last_traceback``), so
+    that memory would stay taken until the next error. Here the error is dropped, its memory collected and
+    returned to the driver, and a new error with the same message is raised from this frame, which holds none
+    of it. Nothing changes for any other error.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError as error:
+            message = str(error)
+        gc.collect()  # frames and tensors of the dropped traceback
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        raise torch.cuda.OutOfMemoryError(message)
+
+    return wrapper
 
 
 def _settings(augment: GpuAugment | None, **settings: Any) -> dict[str, Any]:
@@ -315,6 +413,15 @@ def _settings(augment: GpuAugment | None, **settings: Any) -> dict[str, Any]:
     return settings
 
 
+def _compiled(model: nn.Module, compile: bool | str) -> nn.Module:
+    """``model``, or ``torch.compile(model)`` sharing its weights: ``True`` for the default mode, or a mode
+    such as ``"reduce-overhead"`` (CUDA graphs: one launch replays a whole step) or ``"max-autotune"``."""
+    if not compile:
+        return model
+    return torch.compile(model, mode=None if compile is True else compile)
+
+
+@_frees_memory_after_oom
 def fit(
     model: nn.Module,
     train_x: Any,
@@ -335,7 +442,7 @@ def fit(
     device: Any = None,
     amp: Any = "auto",
     channels_last: bool = True,
-    compile: bool = False,
+    compile: bool | str = False,
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_meta: dict | None = None,
     resume: bool = False,
@@ -348,61 +455,87 @@ def fit(
     patches). Labels: 0/1 for a 1-logit model (BCEWithLogits, ``pos_weight``), 0..K-1 for K logits
     (CrossEntropy, ``class_weights``), see :func:`make_loss`. ``augment`` applies to training batches only;
     ``recalibrate_bn`` re-estimates the BatchNorm statistics before each validation
-    (:func:`recalibrate_batchnorm`). ``monitor`` picks the best epoch. ``amp``: see :func:`resolve_amp`.
-    Deterministic on the CPU for a given ``seed`` (it also seeds torch's global RNG, for dropout).
+    (:func:`recalibrate_batchnorm`). ``monitor`` picks the best epoch; validation runs in fp32.
+    ``amp``: see :func:`resolve_amp`. ``compile``: ``True`` or a ``torch.compile`` mode for the training
+    steps (``"reduce-overhead"``: CUDA graphs); off by default, because compiling takes longer than it saves
+    on a short run or a 2-vCPU Colab. Deterministic on the CPU for a given ``seed`` (it also seeds torch's
+    global RNG, for dropout).
 
-    With ``checkpoint_path`` the best epoch is saved there (weights + ``checkpoint_meta``) and the full state
-    after every epoch beside it; ``resume=True`` continues from that state with the same history as an
-    uninterrupted run (and returns at once when the run is complete). ``restore_best`` leaves the best
-    epoch's weights in ``model``. Taught in ``notebooks/02_training_resnet18.ipynb`` and ``06_breath_sounds``.
+    With ``checkpoint_path`` the best epoch is saved there (weights + ``checkpoint_meta`` + the device and the
+    precision) and the full state after every epoch beside it, written in the background while the next
+    epoch trains. ``resume=True`` continues from that state with the same history as an uninterrupted run
+    (and returns at once when the run is complete); it may continue on another device or with another
+    ``batch_size``, saying so. ``seconds`` in the history is the whole epoch: training, validation and what
+    the checkpoint holds up (the copy of the state to host memory). ``restore_best`` leaves the best epoch's
+    weights in ``model``, in the default memory layout like a reloaded checkpoint. After a CUDA
+    out-of-memory error the memory of the run is freed and the message says what to do. Taught in
+    ``notebooks/02_training_resnet18.ipynb`` and ``06_breath_sounds``.
     """
     if monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
     device = torch.device(device) if device is not None else pick_device()
     torch.manual_seed(seed)
-    train, val, n_out = _device_data(model, train_x, train_y, val_x, val_y, device)
-    loss_fn = make_loss(n_out, train.labels_np, pos_weight, class_weights, device)
-    opt = make_optimisation(
-        model, train, lr=lr, weight_decay=weight_decay, amp=amp, channels_last=channels_last, seed=seed
-    )
-    settings = _settings(augment, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
-    settings.update(
-        monitor=monitor, recalibrate_bn=recalibrate_bn, n_train=train.n, n_val=val.n, num_classes=n_out
-    )
-    settings.update(
-        _loss_settings(loss_fn), amp=str(opt.amp_dtype), device=device.type, order_on=train.index_device.type
-    )
-    reserved = {"epoch", "metrics", "history"} & set(checkpoint_meta or {})
-    if reserved:
-        raise ValueError(f"checkpoint_meta may not set {sorted(reserved)}: fit records them itself")
-    meta = {"image_size": list(train.image_shape[1:]), "num_classes": n_out, "monitor": monitor}
-    meta.update(pos_weight=_loss_pos_weight(loss_fn), **(checkpoint_meta or {}))
-    run = RunCheckpoints(checkpoint_path, settings, meta)
-    history, best = run.resume(model, opt) if resume else ([], None)
-    step_model = torch.compile(model) if compile else model
-    with _gpu_run(device, batch_size):
-        for epoch in range(len(history), epochs):
-            start = time.perf_counter()
-            bar = progress_bar(
-                total=max(1, train.n // batch_size), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress
-            )
-            train_loss, images_per_s = train_one_epoch(
-                step_model, train, loss_fn, opt, batch_size, augment, bar
-            )
-            if recalibrate_bn:
-                recalibrate_batchnorm(model, train, 2 * batch_size, opt.amp_dtype, opt.channels_last)
-            scores = evaluate(model, val, loss_fn, 2 * batch_size, opt.amp_dtype, opt.channels_last)
-            improved = _is_better(scores[monitor], best, MONITORS[monitor])
-            best = scores[monitor] if improved else best
-            seconds = time.perf_counter() - start
-            row = {"epoch": epoch + 1, "train_loss": train_loss, **scores, "lr": lr, "seconds": seconds}
-            history.append({**row, "images_per_s": images_per_s, "best": improved})
-            run.end_epoch(model, opt, history, best, improved)
-            bar.set_postfix({"train_loss": f"{train_loss:.4f}", monitor: f"{scores[monitor]:.4f}"})
-            bar.close()
+    with _gpu_run(device, batch_size, checkpoint_path):
+        train, val, n_out = _device_data(model, train_x, train_y, val_x, val_y, device)
+        loss_fn = make_loss(n_out, train.labels_np, pos_weight, class_weights, device)
+        opt = make_optimisation(
+            model, train, lr=lr, weight_decay=weight_decay, amp=amp, channels_last=channels_last, seed=seed
+        )
+        settings = _settings(augment, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+        settings.update(monitor=monitor, recalibrate_bn=recalibrate_bn)
+        run = _run_checkpoints(checkpoint_path, checkpoint_meta, settings, train, val, loss_fn, opt)
+        history, best = run.resume(model, opt, epochs) if resume else ([], None)
+        step_model = _compiled(model, compile)
+        with run:  # waits for the last checkpoint files, also when the run is interrupted
+            for epoch in range(len(history), epochs):
+                start = time.perf_counter()
+                bar = progress_bar(
+                    total=max(1, train.n // batch_size), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress
+                )
+                train_loss, images_per_s = train_one_epoch(
+                    step_model, train, loss_fn, opt, batch_size, augment, bar
+                )
+                if recalibrate_bn:
+                    recalibrate_batchnorm(model, train, 2 * batch_size, channels_last=opt.channels_last)
+                scores = evaluate(model, val, loss_fn, 2 * batch_size, opt.channels_last)  # in fp32
+                improved = _is_better(scores[monitor], best, MONITORS[monitor])
+                best = scores[monitor] if improved else best
+                row = {"epoch": epoch + 1, "train_loss": train_loss, **scores, "lr": lr}
+                history.append({**row, "images_per_s": images_per_s, "best": improved})
+                # Copies what to save to host memory, adds "seconds" (the whole epoch, checkpoint included)
+                # and leaves the writing of the files to a background thread.
+                run.end_epoch(model, opt, history, best, improved, epoch_start=start)
+                bar.set_postfix({"train_loss": f"{train_loss:.4f}", monitor: f"{scores[monitor]:.4f}"})
+                bar.close()
     if restore_best:
         run.restore_best(model)
+    model.to(memory_format=torch.contiguous_format)  # as a reloaded checkpoint: the same kernels, outputs
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def _run_checkpoints(
+    checkpoint_path: Any,
+    checkpoint_meta: dict | None,
+    settings: dict[str, Any],
+    train: DeviceData,
+    val: DeviceData,
+    loss_fn: _Loss,
+    opt: Optimisation,
+) -> RunCheckpoints:
+    """The run's :class:`RunCheckpoints` (background writes): the resumable ``settings`` completed with the
+    data sizes, the class balancing, the device and the precision; the best checkpoint's meta with the image
+    size, the number of classes, ``pos_weight``, the device, the precision and ``checkpoint_meta``."""
+    reserved = {"epoch", "metrics", "history", "device", "precision"} & set(checkpoint_meta or {})
+    if reserved:
+        raise ValueError(f"checkpoint_meta may not set {sorted(reserved)}: fit records them itself")
+    n_out, device, precision = loss_fn.n_out, train.device, precision_name(opt.amp_dtype)
+    settings = {**settings, "n_train": train.n, "n_val": val.n, "num_classes": n_out}
+    settings.update(
+        _loss_settings(loss_fn), amp=precision, device=device.type, order_on=train.index_device.type
+    )
+    meta = {"image_size": list(train.image_shape[1:]), "num_classes": n_out, "monitor": settings["monitor"]}
+    meta.update(pos_weight=_loss_pos_weight(loss_fn), device=device.type, precision=precision)
+    return RunCheckpoints(checkpoint_path, settings, {**meta, **(checkpoint_meta or {})}, background=True)
 
 
 def _device_data(
@@ -438,7 +571,8 @@ def recalibrate_batchnorm(
     This recomputes the statistics with the current weights: running averages reset, then one pass over
     ``data`` (no augmentation, no gradients) with exact averaging (``momentum=None``), every other module
     in eval mode ("precise BN", Wu & Johnson 2021). Cost: one forward pass over ``data``.
-    Weights are untouched; the train/eval flags and momenta are restored. Taught in
+    Weights are untouched; the train/eval flags and momenta are restored. :func:`fit` recalibrates in fp32
+    (``amp_dtype=None``), the precision of the validation that uses the statistics. Taught in
     ``notebooks/02_training_resnet18.ipynb``.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
