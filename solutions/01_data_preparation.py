@@ -20,15 +20,25 @@ def ap_risk_ratio(meta):
     return rates["AP"] / rates["PA"]
 
 
+def linear_window(values, center, width):
+    # DICOM PS3.3 C.11.2.1.2.1, the linear VOI function, with the output range [0, 1]:
+    # y = (v - (C - 0.5)) / (W - 1) + 0.5, black below C - 0.5 - (W - 1) / 2, white above C - 0.5 + (W - 1) / 2.
+    # Clipping the straight line to [0, 1] gives exactly those two cases. Float first: stored values are integers.
+    v = np.asarray(values, dtype=np.float64)
+    return np.clip((v - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
 def nyquist(original, size):
-    # One sample every 1024 / 224 = 4.57 original pixels; at most half a cycle per sample:
-    # 224 / 1024 / 2 = 0.109 cycles per original pixel, i.e. a period of at least 9.1 original pixels.
-    # Anything finer must be smoothed away BEFORE sampling, or it comes back as a false coarse pattern.
+    # A 3,000-pixel detector image resized to 512: one sample every 3000 / 512 = 5.86 original pixels; at most
+    # half a cycle per sample: 512 / 3000 / 2 = 0.085 cycles per original pixel, a period of at least 11.7
+    # original pixels. Anything finer must be smoothed away BEFORE sampling, or it comes back as a false coarse
+    # pattern.
     return size / original / 2
 
 
 def std_from_sums(n, sum_x, sum_x2):
-    # E[x^2] - E[x]^2, from sums accumulated in float64 (helpers even sums the uint8 values as integers).
+    # E[x^2] - E[x]^2, from sums accumulated in float64 (helpers even sums the uint8 values as integers). The
+    # same formula for any split: here the validation split, whose std the notebook does not print.
     mean = sum_x / n
     return math.sqrt(sum_x2 / n - mean**2)
 
@@ -54,7 +64,8 @@ def example_context(name):
                 }  # fmt: skip
             )
         },
-        "nyquist": {"original": 1024, "size": 224},
+        "linear_window": {},  # the exercise brings its own inputs
+        "nyquist": {"original": 3000, "size": 512},
         "std_from_sums": {"n": pixels.size, "sum_x": pixels.sum(), "sum_x2": (pixels**2).sum()},
         "leaked_fraction": {
             "items": pd.DataFrame(

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import torch
 
 # The toy example of section 1.1: two 3 x 3 feature maps (K x h x w) and the head's weights.
 TOY_FEATURES = np.array(
@@ -25,7 +26,8 @@ def logit_from_cam(features, weights, bias):
 
 
 def hw_factor(image_size):
-    # Five stride-2 steps (each rounds up): 224 -> 112 -> 56 -> 28 -> 14 -> 7, so h = w = 7 and h w = 49.
+    # Five stride-2 steps, each rounding up: 300 -> 150 -> 75 -> 38 -> 19 -> 10, so h = w = 10 and h w = 100
+    # (at 224: 7 x 7 = 49). Rounding up five times is the same as ceil(image_size / 32), not image_size // 32.
     side = math.ceil(image_size / 32)
     return side * side
 
@@ -52,12 +54,20 @@ def upsample_values(values, size):
     return out
 
 
+def grad_cam_raw(activations, gradients):
+    # alpha_k: the spatial mean of the gradient, one weight per image and channel (B x K x 1 x 1);
+    # then the weighted sum over the channels (dim 1) and the ReLU -> B x h x w
+    alpha = gradients.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((alpha * activations).sum(dim=1))
+
+
 def example_context(name):
     """The keyword context each check takes (the notebook passes the same, built from its toy tensors)."""
     return {
         "cam_value": {"features": TOY_FEATURES, "weights": (1.0, 1.0), "row": 1, "col": 1},
         "logit_from_cam": {"features": TOY_FEATURES, "weights": (1.0, 1.0), "bias": -2.0},
-        "hw_factor": {"image_size": 224},
+        "hw_factor": {"image_size": 300},
+        "grad_cam_raw": {},
         "negative_region": {"features": TOY_FEATURES, "weights": TOY_WEIGHTS},
         "upsample_values": {"values": (0.0, 4.0), "size": 8},
     }[name]

@@ -1,11 +1,14 @@
-"""Solutions to the exercises of notebooks/05_gradcam_guided_backprop.ipynb (each function returns the answer)."""
+"""Solutions to the exercises of notebooks/05_gradcam_guided_backprop.ipynb.
+
+A number exercise's solution is a function that returns the answer from the notebook's values; a code
+exercise's solution is the function the learner writes (the check calls it on several inputs).
+"""
 
 import math
 
 import numpy as np
-import pandas as pd
 
-from helpers.explain import faithfulness, localisation
+from helpers.explain import faithfulness
 
 
 def layer4_cells(image_size):
@@ -14,45 +17,35 @@ def layer4_cells(image_size):
     side = image_size
     for _ in range(5):
         side = math.ceil(side / 2)
-    return side  # 224 -> 7, 160 -> 5, 100 -> 4 (not 100 // 32 = 3)
+    return side  # 100 -> 50 -> 25 -> 13 -> 7 -> 4 (not 100 // 32 = 3); 224 -> 7, 160 -> 5
 
 
-def box_area_baseline(boxes_list, height, width):
-    # a map with no information puts its maximum anywhere: it hits a box with probability = the box area share
-    shares = [localisation.boxes_to_mask(boxes, height, width).mean() for boxes in boxes_list if len(boxes)]
-    return float(np.mean(shares))
+def guided_relu_backward(forward_input, grad_output):
+    # the plain gradient keeps R where f > 0; the deconvnet keeps R where R > 0; guided backprop needs both
+    return (forward_input > 0).to(grad_output.dtype) * grad_output.clamp(min=0)
 
 
-def ap_pa_ratio(labels, headers):
-    per_patient = labels.groupby("patientId")["Target"].max()  # one row per box -> one per patient
-    views = headers.set_index("PatientID")["ViewPosition"]
-    share = per_patient.groupby(views.reindex(per_patient.index)).mean()
-    return float(share["AP"] / share["PA"])  # real RSNA: 0.383 / 0.093, about 4.1
+def pointing_game(heatmap, boxes):
+    row, col = np.unravel_index(np.argmax(heatmap), np.shape(heatmap))
+    cx, cy = col + 0.5, row + 0.5  # the pixel's centre; x runs along the columns, y along the rows
+    return float(any(x <= cx < x + w and y <= cy < y + h for x, y, w, h in boxes))
 
 
-def deletion_gap(result):
-    gap = faithfulness.curve_auc(result.random_deletion) - faithfulness.curve_auc(result.deletion)
-    return float(gap.mean())  # > 0: deleting Grad-CAM's top pixels hurts the prediction more than random ones
+def deletion_wins(result):
+    ours = faithfulness.curve_auc(result.deletion)
+    return int((ours < faithfulness.curve_auc(result.random_deletion)).sum())
 
 
 def example_context(name):
     """Small, fast contexts for tests/test_exercises.py."""
     if name == "layer4_cells":
-        return {"image_size": 224}
-    if name == "box_area_baseline":
-        return {"boxes_list": [[(0, 0, 4, 4)], [(2, 2, 2, 2), (4, 4, 4, 4)], []], "height": 8, "width": 8}
-    if name == "ap_pa_ratio":
-        labels = pd.DataFrame(
-            {"patientId": ["a", "a", "b", "c", "d", "e", "f"], "Target": [1, 1, 0, 1, 0, 0, 1]}
-        )
-        headers = pd.DataFrame(
-            {"PatientID": list("abcdef"), "ViewPosition": ["AP", "AP", "AP", "PA", "PA", "PA"]}
-        )
-        return {"labels": labels, "headers": headers}
-    if name == "deletion_gap":
+        return {"image_size": 100}
+    if name in ("guided_relu_backward", "pointing_game"):
+        return {}
+    if name == "deletion_wins":
         fractions = np.linspace(0, 1, 5)
-        curves = np.array([[1.0, 0.5, 0.2, 0.1, 0.0], [0.9, 0.3, 0.1, 0.0, 0.0]])
-        slow = np.array([[1.0, 0.9, 0.6, 0.3, 0.0], [0.9, 0.8, 0.6, 0.2, 0.0]])
+        curves = np.array([[1.0, 0.5, 0.2, 0.1, 0.0], [0.9, 0.8, 0.7, 0.5, 0.0]])
+        slow = np.array([[1.0, 0.9, 0.6, 0.3, 0.0], [0.9, 0.3, 0.1, 0.0, 0.0]])
         result = faithfulness.FaithfulnessResult(fractions, curves, slow[:, ::-1], slow, curves[:, ::-1])
-        return {"result": result}
+        return {"result": result}  # image 0: Grad-CAM wins; image 1: random wins -> 1
     raise KeyError(name)

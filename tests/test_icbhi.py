@@ -296,3 +296,24 @@ def test_icbhi_score_against_hand_computed_values():
     assert np.isnan(icbhi.icbhi_score([1, 2], [1, 2])["specificity"])
     with pytest.raises(ValueError, match="differ in length"):
         icbhi.icbhi_score([0, 1], [0])
+
+
+def test_cycle_probabilities_average_the_overlapping_patches_by_overlap():
+    cycles = pd.DataFrame(
+        {"name": ["a", "a", "a", "b"], "start": [0.0, 1.5, 5.0, 0.2], "end": [1.5, 2.5, 6.0, 0.9]}
+    )
+    recording = np.array(["a", "a", "a", "b"])
+    start = np.array([0.0, 0.96, 1.92, 0.0])
+    proba = np.array([[0.8, 0.2, 0, 0], [0.2, 0.2, 0.6, 0], [0, 0, 0, 1.0], [0.1, 0.9, 0, 0]])
+    got = icbhi.cycle_probabilities(cycles, recording, start, proba)
+    # cycle a 0-1.5 s: patch 0 overlaps it by 0.96 s, patch 1 ([0.96, 1.92)) by 0.54 s; patch 2 not at all
+    # -> (0.96 * [0.8, 0.2, 0, 0] + 0.54 * [0.2, 0.2, 0.6, 0]) / 1.5 = [0.584, 0.2, 0.216, 0]: normal
+    np.testing.assert_allclose(got[0], [0.584, 0.2, 0.216, 0.0])
+    # cycle a 1.5-2.5 s: patch 1 by 0.42 s, patch 2 ([1.92, 2.88)) by 0.58 s -> [0.084, 0.084, 0.252, 0.58]
+    np.testing.assert_allclose(got[1], [0.084, 0.084, 0.252, 0.58])
+    assert np.isnan(got[2]).all()  # no patch reaches 5 s
+    np.testing.assert_allclose(got[3], [0.1, 0.9, 0, 0])  # only recording b's patch counts
+    assert got.argmax(axis=1)[[0, 1, 3]].tolist() == [0, 3, 1]
+    cycle_labels = np.array([0, 3, 1])  # scored per cycle: all three right
+    assert icbhi.icbhi_score(cycle_labels, got[[0, 1, 3]].argmax(axis=1))["score"] == 1.0
+    assert icbhi.cycle_probabilities(cycles, recording[:0], start[:0], proba[:0]).shape == (4, 4)

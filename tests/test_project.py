@@ -18,7 +18,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -115,9 +115,35 @@ def test_notebook_follows_the_course_conventions(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
+#: Control characters that a JSON escape typed by hand produces: "\t" in "$\\mu_\\text$" written as "\text" is a
+#: TAB followed by "ext", which Markdown renders as "$\mu_<TAB>ext$". Newlines are the only ones allowed.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_markdown_holds_no_control_characters(path):
+    for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+        text = "".join(cell["source"])
+        found = CONTROL_CHARACTERS.search(text) if cell["cell_type"] == "markdown" else None
+        assert found is None, (
+            f"{path.name} cell {index}: control character {found.group()!r} in "
+            f"{text[max(0, found.start() - 30) : found.end() + 30]!r} (a backslash escape typed into the JSON?)"
+        )
+
+
+def test_the_control_character_rule_catches_a_tab_in_latex():
+    assert CONTROL_CHARACTERS.search("$\\mu_\text{batch}$")  # "\t" became a TAB
+    assert not CONTROL_CHARACTERS.search("$\\mu_\\text{batch}$\nnext line")
+
+
 def test_notebooks_are_numbered_in_order():
-    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    """00, 01, ... without gaps; an optional notebook after NN is NNb (05b reads after 05, before 06)."""
+    prefixes = [p.name.split("_")[0] for p in NOTEBOOKS]
+    assert all(re.fullmatch(r"\d\d[b-z]?", prefix) for prefix in prefixes), prefixes
+    numbers = sorted({int(prefix[:2]) for prefix in prefixes})
     assert numbers == list(range(len(numbers)))
+    assert all(prefix[:2] in prefixes for prefix in prefixes), "a lettered notebook follows its numbered one"
+    assert prefixes == sorted(prefixes)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -155,7 +181,7 @@ def test_instructor_guide_has_schedules_measured_timings_checklist_and_fixes():
         )
         assert row, f"no measured timings for {path.stem} in the guide"
         # the first table is cpu mode's, and every notebook's report cell quotes the same figures
-        first, later = config.EXPECTED_SECONDS["cpu"][path.name[:2]]
+        first, later = config.EXPECTED_SECONDS["cpu"][path.name.split("_")[0]]
         assert (float(row.group(1)), float(row.group(2))) == (first, later), path.stem
     assert not re.search(r"TIMINGS_TABLE|BROWSER_TOTAL|TODO|TBD", text)
     assert "2 CPU cores" in text and "not measured" in text.lower(), (

@@ -16,6 +16,10 @@ patch the label of the cycle holding most of its audio; a patch that no cycle ov
 unannotated audio (before the first or after the last cycle, or in a gap) and is dropped. A smaller
 ``min_overlap`` keeps more abnormal patches, at the price of labels that describe audio mostly outside them.
 
+Cycle predictions: the challenge scores one prediction per respiratory cycle, so a patch classifier's
+probabilities are averaged over the patches that overlap each cycle (weighted by the overlap) and the
+arg-max is the cycle's class (:func:`cycle_probabilities`).
+
 The patch data set itself (:class:`~helpers.breath.dataset.PatchDataset`, :func:`~helpers.breath.dataset.build_patch_dataset`)
 lives in :mod:`helpers.breath.dataset`.
 """
@@ -260,7 +264,8 @@ def patient_split(
 def official_split_overlap(df: pd.DataFrame) -> pd.DataFrame:
     """Patients with recordings on both sides of the official split: DataFrame[patient, n_train, n_test].
 
-    ``df`` is :func:`list_recordings`'s table. On the real database: patients 156 and 218. A patient on both
+    ``df`` is :func:`list_recordings`'s table. On the real database (its ``ICBHI_challenge_train_test.txt``):
+    patients 156 (9 recordings in train, 8 in test) and 218 (4 and 4). A patient on both
     sides lets a model score by recognising the patient, so the course uses :func:`patient_split`.
     Taught in ``notebooks/06_breath_sounds.ipynb``.
     """
@@ -291,3 +296,35 @@ def icbhi_score(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "n_normal": n_normal,
         "n_abnormal": n_abnormal,
     }
+
+
+def cycle_probabilities(
+    cycles: pd.DataFrame,
+    recording: np.ndarray,
+    start: np.ndarray,
+    proba: np.ndarray,
+    *,
+    patch_seconds: float = audio.PATCH_SECONDS,
+) -> np.ndarray:
+    """Class probabilities per respiratory cycle from those of the patches: (cycles, classes) float64.
+
+    ``cycles``: one row per cycle with ``name`` (its recording), ``start`` and ``end`` in seconds (e.g.
+    :func:`helpers.breath.dataset.cycle_table`). ``recording`` and ``start`` (N,) place each patch
+    ``[start, start + patch_seconds)`` (``PatchDataset.recording`` / ``.start``); ``proba`` (N, classes) are
+    its predicted probabilities. Row ``i`` is the mean of the probabilities of the patches of cycle ``i``'s
+    recording that overlap it, weighted by the seconds of overlap; NaN where no patch overlaps the cycle (a
+    cycle in a dropped last partial patch, or one whose patches were all dropped). The arg-max of a row is
+    the cycle's predicted class: the ICBHI challenge scores cycles, not patches.
+    Taught in ``notebooks/06_breath_sounds.ipynb``.
+    """
+    recording = np.asarray(recording).astype(str)
+    start, proba = np.asarray(start, dtype=np.float64), np.asarray(proba, dtype=np.float64)
+    by_recording = pd.Series(np.arange(len(recording))).groupby(recording).indices
+    out = np.full((len(cycles), proba.shape[1]), np.nan)
+    for i, (name, begin, end) in enumerate(zip(cycles["name"], cycles["start"], cycles["end"], strict=True)):
+        rows = by_recording.get(name, np.zeros(0, dtype=np.int64))
+        overlap = np.minimum(start[rows] + patch_seconds, end) - np.maximum(start[rows], begin)
+        weight = np.clip(overlap, 0.0, None)
+        if weight.sum() > 0:
+            out[i] = weight @ proba[rows] / weight.sum()
+    return out

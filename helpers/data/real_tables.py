@@ -2,7 +2,8 @@
 
 The real RSNA label table and the real DICOM headers of the 26,684 RSNA training images: metadata EDA in
 ``notebooks/01_data_preparation.ipynb``, and the patients, boxes and metadata of the synthetic RSNA-like set
-(:mod:`helpers.data.synthetic`), so that only its pixels are drawn.
+(:mod:`helpers.data.synthetic`), so that only its pixels are drawn. And the label table of NIH ChestX-ray14,
+where the RSNA images come from, with its real patient numbers: the patient-level split of notebook 01.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ import pandas as pd
 
 XRV_LABELS = "kaggle_stage_2_train_labels.csv.zip"
 XRV_HEADERS = "kaggle_stage_2_train_images_dicom_headers.csv.gz"
+XRV_NIH = "Data_Entry_2017_v2020.csv.gz"
+#: The NIH file writes two header fields as ``OriginalImage[Width,Height]`` and
+#: ``OriginalImagePixelSpacing[x,y]``, which a CSV reader splits into four oddly named columns.
+_NIH_RENAME = {
+    "OriginalImage[Width": "OriginalImageWidth",
+    "Height]": "OriginalImageHeight",
+    "OriginalImagePixelSpacing[x": "OriginalImagePixelSpacingX",
+    "y]": "OriginalImagePixelSpacingY",
+}
 
 
 def torchxrayvision_data_file(name: str) -> Path:
@@ -39,3 +49,16 @@ def real_rsna_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     labels = pd.read_csv(torchxrayvision_data_file(XRV_LABELS))
     headers = pd.read_csv(torchxrayvision_data_file(XRV_HEADERS)).drop(columns="Unnamed: 0", errors="ignore")
     return labels, headers
+
+
+def nih_entries() -> pd.DataFrame:
+    """The REAL label table of NIH ChestX-ray14 (``Data_Entry_2017_v2020.csv``): one row per film, 112,120 rows.
+
+    Columns ``Image Index`` (the file name, e.g. ``00000001_000.png``), ``Finding Labels`` (``|``-separated),
+    ``Follow-up #`` (0 for a patient's first film), ``Patient ID`` (an integer: 30,805 patients, many with
+    several films), ``Patient Age``, ``Patient Gender``, ``View Position`` and ``OriginalImageWidth``,
+    ``OriginalImageHeight``, ``OriginalImagePixelSpacingX``, ``OriginalImagePixelSpacingY``. The RSNA
+    challenge images are a subset of these films, relabelled, with a new random ``patientId`` per image.
+    Taught in ``notebooks/01_data_preparation.ipynb`` (the patient-level split).
+    """
+    return pd.read_csv(torchxrayvision_data_file(XRV_NIH)).rename(columns=_NIH_RENAME)

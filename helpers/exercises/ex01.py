@@ -26,6 +26,24 @@ def _std_from_sums(n: int, sum_x: float, sum_x2: float) -> float:
     return math.sqrt(sum_x2 / n - mean**2)
 
 
+def _linear_window(values: Any, center: float, width: float) -> np.ndarray:
+    """What read_xray does with a window: the course's own pixel handling on a header with just the window."""
+    header = eda.toy_xray_dataset(bits_stored=16, window_center=center, window_width=width)
+    return dicom.pixels_to_unit(np.asarray(values, dtype=np.uint16), header)
+
+
+def _window_inputs() -> list[dict]:
+    """Stored values (no rescale) under several windows: wide, the notebook's, narrow, 16-bit, all clipped."""
+    rng = np.random.default_rng(1)
+    return [
+        {"values": np.array([[0, 1024, 2048, 3072, 4095]]), "center": 2048, "width": 4096},
+        {"values": rng.integers(0, 4096, size=(4, 6)), "center": 500, "width": 1000},
+        {"values": np.arange(96, 106).reshape(2, 5), "center": 100, "width": 2},
+        {"values": rng.integers(0, 2**16, size=(8, 8)), "center": 30_000.5, "width": 20_001},
+        {"values": np.array([[0, 10], [20, 30]]), "center": 2000, "width": 400},  # all below: all black
+    ]
+
+
 EXERCISES = {
     "monochrome1_value": Exercise(
         question=(
@@ -49,10 +67,22 @@ EXERCISES = {
             "eda.positive_rate(meta, 'view_position')); divide the AP rate by the PA rate."
         ),
     ),
+    "linear_window": Exercise(
+        question=(
+            "Write linear_window(values, center, width): the DICOM VOI window (linear function, PS3.3 "
+            "C.11.2.1.2.1) that read_xray applies, from (rescaled) values to an array of the same shape in [0, 1]."
+        ),
+        reference=_linear_window,
+        inputs=_window_inputs,
+        hint=(
+            "y = (v - (C - 0.5)) / (W - 1) + 0.5, then clip to [0, 1] (np.clip): below C - 0.5 - (W - 1) / 2 "
+            "black, above C - 0.5 + (W - 1) / 2 white. Section 2 gives the formula; one NumPy expression does it."
+        ),
+    ),
     "nyquist": Exercise(
         question=(
-            "Resizing a 1,024-pixel film to 224 pixels: what is the highest spatial frequency, in cycles per "
-            "ORIGINAL pixel, that the small image can still represent?"
+            "Resizing an original-pixel film to size pixels: what is the highest spatial frequency, in cycles "
+            "per ORIGINAL pixel, that the small image can still represent?"
         ),
         reference=lambda original, size: size / original / 2,
         hint=(
@@ -62,7 +92,7 @@ EXERCISES = {
     ),
     "std_from_sums": Exercise(
         question=(
-            "From the running sums of the training images, n (pixels), sum_x and sum_x2 (x in [0, 1]), "
+            "From the running sums of the images of a split, n (pixels), sum_x and sum_x2 (x in [0, 1]), "
             "compute the standard deviation of the pixel values."
         ),
         reference=_std_from_sums,

@@ -5,14 +5,49 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from helpers.exercises.checks import Exercise
 from helpers.training.models import layer4_side
 
 
-def _best_epoch(history) -> int:
-    best = np.asarray(history["best"], dtype=bool)
-    return int(np.asarray(history["epoch"])[np.flatnonzero(best)[-1]])
+def _epoch_by_accuracy(history) -> int:
+    """The paper's rule: the first epoch with the highest validation accuracy (a later tie does not replace it)."""
+    accuracy = np.asarray(history["val_acc"], dtype=float)
+    return int(np.asarray(history["epoch"])[int(np.nanargmax(accuracy))])
+
+
+def _weighted_bce(logits, labels, pos_weight) -> float:
+    """BCEWithLogitsLoss(pos_weight=...) averaged over the films, as a Python float."""
+    z = torch.as_tensor(logits, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    return F.binary_cross_entropy_with_logits(z, y, pos_weight=torch.tensor(float(pos_weight))).item()
+
+
+def _bce_inputs() -> list[dict]:
+    """Logits and labels of several sizes and balances, a pos_weight of 1, and logits large enough that
+    log(sigmoid(z)) computed naively in float32 gives -inf."""
+    g = torch.Generator().manual_seed(2)
+    return [
+        {
+            "logits": torch.tensor([2.0, -1.0, 0.5]),
+            "labels": torch.tensor([1.0, 0.0, 1.0]),
+            "pos_weight": 3.0,
+        },
+        {
+            "logits": torch.randn(64, generator=g),
+            "labels": (torch.rand(64, generator=g) < 0.25).float(),
+            "pos_weight": 85 / 27,
+        },  # fmt: skip
+        {"logits": torch.randn(10, generator=g), "labels": torch.zeros(10), "pos_weight": 5.0},  # no positive
+        {"logits": torch.randn(7, generator=g), "labels": torch.ones(7), "pos_weight": 1.0},
+        {
+            "logits": torch.tensor([30.0, -30.0, 120.0, -120.0]),
+            "labels": torch.tensor([0.0, 1.0, 1.0, 0.0]),
+            "pos_weight": 2.0,
+        },  # fmt: skip
+    ]
 
 
 EXERCISES = {
@@ -39,10 +74,28 @@ EXERCISES = {
         hint="l = -[p y log(sigma(z)) + (1 - y) log(1 - sigma(z))] with sigma(z) = 1 / (1 + exp(-z)); "
         "for y = 1 it is p * log(1 + exp(-z)).",
     ),
-    "best_epoch": Exercise(
-        question="Which epoch's weights are in the saved checkpoint?",
-        reference=lambda history: _best_epoch(history),
-        hint="The checkpoint is rewritten at every epoch flagged best=True; the last such epoch is the one kept "
-        "(the dashed line of the learning curves).",
+    "weighted_bce": Exercise(
+        question=(
+            "Write weighted_bce(logits, labels, pos_weight): the mean over the films of the BCE loss with "
+            "pos_weight (what nn.BCEWithLogitsLoss(pos_weight=...) returns), from 1-D float tensors."
+        ),
+        reference=_weighted_bce,
+        inputs=_bce_inputs,
+        hint=(
+            "l = -[p y log sigma(z) + (1 - y) log(1 - sigma(z))], averaged. Use log sigma(z) = F.logsigmoid(z) "
+            "and log(1 - sigma(z)) = F.logsigmoid(-z): torch.log(torch.sigmoid(z)) gives -inf for large |z|."
+        ),
+    ),
+    "epoch_by_accuracy": Exercise(
+        question=(
+            "The paper keeps the epoch with the best validation ACCURACY. Which epoch would that rule have "
+            "kept in our run (history)?"
+        ),
+        reference=_epoch_by_accuracy,
+        hint=(
+            "Look at history['val_acc'] (the full values, not a rounded table) and take the epoch of its "
+            "maximum; with a tie, the first such epoch, because a checkpoint is replaced only by a strictly "
+            "better score: history.loc[history['val_acc'].idxmax(), 'epoch']."
+        ),
     ),
 }

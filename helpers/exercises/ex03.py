@@ -21,6 +21,24 @@ def _view_only_auc(y: Any, view: Any) -> float:
     return metrics.ranking_metrics(np.asarray(y), score)["roc_auc"]
 
 
+def _threshold_for_sensitivity(y: Any, prob: Any, target: float) -> float:
+    return metrics.choose_threshold(np.asarray(y), np.asarray(prob), "sensitivity", target)
+
+
+def _sensitivity_inputs(y: Any, prob: Any) -> list[dict]:
+    """The notebook's own validation predictions at 90 %, then other sizes, ties and targets, 100 % included."""
+    rng = np.random.default_rng(3)
+    labels = (rng.random(200) < 0.225).astype(int)
+    scores = np.clip(0.35 * labels + rng.normal(0.35, 0.2, size=200), 0, 1).round(2)  # rounded: many ties
+    return [
+        {"y": np.asarray(y), "prob": np.asarray(prob, dtype=float), "target": 0.9},
+        {"y": labels, "prob": scores, "target": 0.8},
+        {"y": labels, "prob": scores, "target": 1.0},
+        {"y": np.array([0, 1, 0, 1, 1, 0]), "prob": np.array([0.2, 0.3, 0.4, 0.6, 0.9, 0.7]), "target": 0.5},
+        {"y": np.array([1, 0, 1, 0]), "prob": np.array([0.5, 0.5, 0.5, 0.1]), "target": 0.9},
+    ]
+
+
 EXERCISES = {
     "ppv_at_prevalence": Exercise(
         question=(
@@ -34,9 +52,25 @@ EXERCISES = {
         ),
     ),
     "youden_threshold": Exercise(
-        question="Which threshold maximises Youden's J = sensitivity + specificity - 1 on the VALIDATION split?",
+        question="Which threshold maximises Youden's J = sensitivity + specificity - 1 on these validation films?",
         reference=lambda y, prob: metrics.choose_threshold(y, prob, "youden"),
-        hint="helpers.evaluate.metrics.choose_threshold(y, prob, 'youden') with the validation labels and probabilities.",
+        hint=(
+            "helpers.evaluate.metrics.choose_threshold(y, prob, 'youden') with the labels and probabilities of "
+            "the AP films of the validation split: val[val['view_position'] == 'AP']."
+        ),
+    ),
+    "threshold_for_sensitivity": Exercise(
+        question=(
+            "Write threshold_for_sensitivity(y, prob, target): the HIGHEST threshold t such that calling "
+            "prob >= t positive finds at least the share target of the positives (y == 1)."
+        ),
+        reference=_threshold_for_sensitivity,
+        inputs=_sensitivity_inputs,
+        hint=(
+            "The candidates are the predicted probabilities themselves. Go through them from the highest down "
+            "and return the first t with np.mean(prob[y == 1] >= t) >= target; or sort the positives' "
+            "probabilities in descending order and take the k-th with k = the number of positives needed."
+        ),
     ),
     "positives_needed": Exercise(
         question=(
@@ -54,19 +88,19 @@ EXERCISES = {
     ),
     "view_only_auc": Exercise(
         question=(
-            "On the real RSNA tables, what ROC-AUC does a 'model' reach that only reads the header and scores "
-            "AP films 1 and PA films 0?"
+            "On the real RSNA tables, what ROC-AUC does a 'model' reach among the WOMEN that only reads the "
+            "header and scores AP films 1 and PA films 0?"
         ),
         reference=_view_only_auc,
         hint=(
             "A score with two values gives a ROC curve with one corner: AUC = (sensitivity + specificity) / 2, "
-            "or use helpers.evaluate.metrics.ranking_metrics(y, (view == 'AP').astype(float))."
+            "with both taken among the women only (real['PatientSex'] == 'F')."
         ),
     ),
     "brier_of_constant": Exercise(
         question=(
-            "What Brier score does a 'model' get that predicts the prevalence p for everybody? (A Brier score "
-            "above it means the probabilities are worse than knowing only the prevalence.)"
+            "What Brier score does a 'model' get that predicts the prevalence p for everybody, at the prevalence "
+            "of the real AP films? (A Brier score above it: probabilities worse than knowing only the prevalence.)"
         ),
         reference=lambda prevalence: prevalence * (1 - prevalence),
         hint=(

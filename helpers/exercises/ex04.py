@@ -27,6 +27,22 @@ def _negative_region(features: Any, weights: Any) -> tuple[int, int]:
     return tuple(int(v) for v in np.unravel_index(np.argmin(m), m.shape))
 
 
+def _grad_cam_raw(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Raw Grad-CAM: B x K x h x w activations and gradients -> ReLU(sum_k alpha_k A_k), B x h x w."""
+    alpha = gradients.double().mean(dim=(2, 3), keepdim=True)
+    return torch.relu((alpha * activations.double()).sum(dim=1))
+
+
+def _grad_cam_batches() -> list[dict[str, torch.Tensor]]:
+    """Batches of other sizes, with mixed-sign gradients, so that a wrong axis or a missing ReLU shows."""
+    generator = torch.Generator().manual_seed(4)
+    shapes = [(1, 2, 3, 3), (3, 5, 4, 6), (2, 8, 7, 7)]
+    return [
+        {"activations": torch.rand(s, generator=generator), "gradients": torch.randn(s, generator=generator)}
+        for s in shapes
+    ]
+
+
 def _upsampled(values: Any, size: int) -> list[float]:
     row = torch.as_tensor(values, dtype=torch.float64)[None, None]
     return F.interpolate(row, size=size, mode="linear", align_corners=False)[0, 0].tolist()
@@ -61,5 +77,13 @@ EXERCISES = {
         reference=_upsampled,
         hint="Output pixel X reads the input at u = (X + 1/2) * 2 / 8 - 1/2; u below 0 takes the first value, "
         "above 1 the last; in between interpolate linearly: 0 + 4 u.",
+    ),
+    "grad_cam_raw": Exercise(
+        question="Write grad_cam_raw(activations, gradients): B x K x h x w tensors -> the raw Grad-CAM maps, "
+        "B x h x w.",
+        reference=_grad_cam_raw,
+        hint="alpha = gradients.mean(dim=(2, 3), keepdim=True) (B x K x 1 x 1: one weight per image and "
+        "channel), then (alpha * activations).sum(dim=1) over the channels, then torch.relu.",
+        inputs=_grad_cam_batches,
     ),
 }
