@@ -238,3 +238,20 @@ def test_format_intervals_joins_estimates_and_bounds():
     assert B.format_intervals(sub, digits=2).to_dict("records") == [
         {"subgroup": "AP", "n": 10, "prevalence": 0.33, "auc": "0.50 [0.25, 0.75]"}
     ]
+
+
+def test_mean_ci_draws_whole_patients_and_skips_nan():
+    from helpers.evaluate.bootstrap import mean_ci
+
+    values = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, np.nan])
+    mean, low, high = mean_ci(values, n_boot=400, seed=1)
+    assert mean == pytest.approx(0.5) and 0.0 <= low < 0.5 < high <= 1.0
+    # Two patients with three identical images each: a resample holds 0, 1 or 2 copies of each patient, so
+    # the mean is 0, 0.5 or 1; drawing images instead would give many more values and a narrower interval.
+    by_patient = mean_ci(values, groups=list("aaabbbc"), n_boot=400, seed=1)
+    assert by_patient[0] == pytest.approx(0.5) and (by_patient[1], by_patient[2]) == (0.0, 1.0)
+    assert by_patient[2] - by_patient[1] > high - low
+    assert mean_ci(values, n_boot=400, seed=1) == (mean, low, high)  # seeded
+    assert np.isnan(mean_ci([np.nan, np.nan])[0])
+    with pytest.raises(ValueError, match="one id per value"):
+        mean_ci(values, groups=["a", "b"])

@@ -33,7 +33,7 @@ from jupyterlab_browser import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 SCREENSHOTS = REPO / "build" / "browser"
 RUN_TIMEOUT_S = 900.0  # a whole notebook; smoke mode takes well under a minute once the caches exist
 CHANGE_TIMEOUT_MS = 60_000  # one widget round trip (kernel recomputes and redraws)

@@ -32,7 +32,7 @@ def setup_cell_source(path: Path = NOTEBOOK) -> str:
     return "".join(nb["cells"][1]["source"])
 
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 #: Run in the fresh environment: import a module of a subpackage, print every installed helpers module.
 SUBPACKAGE_CHECK = """
 import json

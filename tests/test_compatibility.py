@@ -57,7 +57,7 @@ def notebook_code(path: Path) -> str:
 def notebook_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("notebook-code")
     files = []
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
         target = out / f"{path.stem}.py"
         target.write_text(notebook_code(path))
         files.append(target)

@@ -19,7 +19,7 @@ from PIL import Image
 from helpers.course import run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 PUBLISHED = ROOT / run_notebooks.PUBLISHED_DIR
 MAX_TOTAL_BYTES = 8 * 2**20
 REFRESH = "refresh them: `python -m helpers.course.run_notebooks --publish` on a machine without a GPU"

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="report out-of-date notebooks; change nothing")
     args = parser.parse_args(argv)
-    paths = sorted((config.find_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted((config.find_root() / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     stale = [p for p in paths if sync_notebook(p, write=not args.check)]
     verb = "out of date" if args.check else "updated"
     for p in stale:

@@ -40,9 +40,9 @@ from helpers.files import atomic_path, write_atomic
 
 def notebook_paths(root: Path, only: list[str] | None = None) -> list[Path]:
     """The course notebooks ``notebooks/NN_*.ipynb`` in order; ``only`` keeps those whose name starts with one of them."""
-    paths = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted((root / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     if only:
-        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+        paths = [p for p in paths if p.name.split("_")[0] in only]
     return paths
 
 

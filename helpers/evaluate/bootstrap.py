@@ -38,6 +38,7 @@ __all__ = [
     "UNDEFINED_WARN_FRACTION",
     "Metric",
     "bootstrap_ci",
+    "mean_ci",
     "bootstrap_samples",
     "compare_models",
     "format_intervals",
@@ -116,6 +117,32 @@ def _resample_weights(unit_of_row: np.ndarray, n_boot: int, rng: np.random.Gener
         draws = rng.integers(0, n_units, size=(size, n_units)) + n_units * np.arange(size)[:, None]
         counts = np.bincount(draws.ravel(), minlength=size * n_units).reshape(size, n_units)
         yield counts[:, unit_of_row]
+
+
+def mean_ci(
+    values: Any, *, groups: Any = None, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of per-image ``values`` (e.g. pointing-game hits) and its percentile
+    bootstrap interval, drawing whole patients when ``groups`` (one id per value) is given. NaN values (images
+    without a score) are left out first. Taught in ``notebooks/05b_which_explanation.ipynb``.
+    """
+    values = np.asarray(values, dtype=float).reshape(-1)
+    keep = ~np.isnan(values)
+    if not keep.any():
+        return float("nan"), float("nan"), float("nan")
+    units = np.arange(len(values)) if groups is None else np.asarray(groups).reshape(-1)
+    if units.shape != values.shape:
+        raise ValueError(
+            f"groups must hold one id per value: got shape {units.shape} for {len(values)} values"
+        )
+    values, unit_of_row = values[keep], np.unique(units[keep], return_inverse=True)[1].reshape(-1)
+    means = np.concatenate(
+        [
+            w @ values / w.sum(axis=1)
+            for w in _resample_weights(unit_of_row, n_boot, np.random.default_rng(seed))
+        ]
+    )
+    return _percentile_ci(float(values.mean()), means, ci, "mean")
 
 
 def bootstrap_samples(
