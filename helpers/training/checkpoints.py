@@ -294,7 +294,9 @@ class RunCheckpoints:
     deterministically instead, with a note). With ``background=True`` :meth:`end_epoch` copies what it saves
     to host memory and writes the files in a background thread while the next epoch trains; use the object
     as a context manager (or call :meth:`wait`) so the last files are complete. Opening one removes the
-    temporaries that killed saves of both files left (:func:`remove_stale_temporaries`).
+    temporaries that killed saves of both files left (:func:`remove_stale_temporaries`). ``writes=False`` (the
+    ranks of a distributed run other than 0) resumes from the files but never writes them; it keeps the best
+    weights in memory instead.
     Used by :func:`helpers.training.loop.fit`; taught in ``notebooks/02_training_resnet18.ipynb``.
     """
 
@@ -305,12 +307,14 @@ class RunCheckpoints:
         meta: dict,
         *,
         background: bool = False,
+        writes: bool = True,
     ):
         self.best_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.state_path = None if checkpoint_path is None else resume_path(checkpoint_path)
         self.settings, self.meta, self.best_weights = settings, meta, None
         self.background, self._writer, self._write_error = background, None, None
-        for path in (self.best_path, self.state_path):
+        self.writes = writes  # False on the ranks of a distributed run other than 0: they read, never write
+        for path in (self.best_path, self.state_path) if writes else ():
             if path is not None and path.parent.is_dir():
                 remove_stale_temporaries(path)
 
@@ -419,6 +423,12 @@ class RunCheckpoints:
         ``epoch_start`` (a ``time.perf_counter()`` value) the last history row gets ``"seconds"``: the epoch
         up to the point where the history is saved, so the checkpoint's share of the epoch included."""
         self.wait()
+        if not self.writes:  # another process writes the files; keep the best weights for restore_best
+            if improved:
+                self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if epoch_start is not None:
+                history[-1]["seconds"] = time.perf_counter() - epoch_start
+            return
         weights = None
         if self.best_path is not None:  # both files hold the same weights: copy them once
             weights = _host_weights(getattr(model, "_orig_mod", model), copy=self.background)
@@ -467,9 +477,12 @@ class RunCheckpoints:
             self._write_error = error
 
     def restore_best(self, model: nn.Module) -> None:
-        """Load the best epoch's weights into ``model`` (from the file, or from memory)."""
+        """Load the best epoch's weights into ``model`` (from the file, or from memory; a run that does not
+        write prefers its memory, since the file may still be being written by another process)."""
         self.wait()
-        if self.best_path is not None and self.best_path.is_file():
+        if not self.writes and self.best_weights is not None:
+            model.load_state_dict(self.best_weights)
+        elif self.best_path is not None and self.best_path.is_file():
             load_checkpoint(self.best_path, model)
         elif self.best_weights is not None:
             model.load_state_dict(self.best_weights)

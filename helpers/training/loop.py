@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from helpers.config import pick_device
 from helpers.model_state import eval_mode
 from helpers.progress import progress_bar
+from helpers.training import distributed
 from helpers.training.checkpoints import RunCheckpoints
 from helpers.training.device_data import DeviceData, prepare_batch
 from helpers.training.inference import logits_for
@@ -308,6 +309,7 @@ def evaluate(
     loss_fn: nn.Module,
     batch_size: int,
     channels_last: bool = False,
+    ranks: distributed.Ranks | None = None,
 ) -> dict[str, float]:
     """``{"val_loss", "val_acc", "val_auc"}`` on labelled ``data``: logits and loss on the device (eval mode,
     no gradients), one copy of the logits to the host for accuracy (threshold 0.5 / argmax) and ROC-AUC
@@ -315,11 +317,16 @@ def evaluate(
 
     Always in fp32, whatever precision the training used: bf16 logits keep 8 significant bits, so thousands of
     validation scores would tie and the ROC-AUC that picks the best epoch would depend on the GPU generation
-    and differ from notebook 03's evaluation. Taught in ``notebooks/02_training_resnet18.ipynb``.
+    and differ from notebook 03's evaluation. With ``ranks`` (a distributed run) each rank scores its slice of
+    the validation set and the logits of all ranks are gathered, so every rank computes the same metrics.
+    Taught in ``notebooks/02_training_resnet18.ipynb``.
     """
     logits = logits_for(model, data, batch_size, amp_dtype=None, channels_last=channels_last)
-    val_loss = loss_fn(logits, data.labels).item()
-    accuracy, auc = _accuracy_auc(logits.cpu().numpy(), data.labels_np)
+    labels = data.labels
+    if ranks is not None:
+        logits, labels = distributed.gather_rows(logits, ranks), distributed.gather_rows(labels, ranks)
+    val_loss = loss_fn(logits, labels).item()
+    accuracy, auc = _accuracy_auc(logits.cpu().numpy(), labels.cpu().numpy())
     return {"val_loss": val_loss, "val_acc": accuracy, "val_auc": auc}
 
 
@@ -448,6 +455,8 @@ def fit(
     resume: bool = False,
     restore_best: bool = True,
     progress: bool = True,
+    ranks: distributed.Ranks | None = None,
+    sync_bn: bool = False,
 ) -> pd.DataFrame:
     """Train ``model`` with Adam; returns the history, one row per epoch (columns ``HISTORY_COLUMNS``).
 
@@ -468,36 +477,45 @@ def fit(
     ``batch_size``, saying so. ``seconds`` in the history is the whole epoch: training, validation and what
     the checkpoint holds up (the copy of the state to host memory). ``restore_best`` leaves the best epoch's
     weights in ``model``, in the default memory layout like a reloaded checkpoint. After a CUDA
-    out-of-memory error the memory of the run is freed and the message says what to do. Taught in
-    ``notebooks/02_training_resnet18.ipynb`` and ``06_breath_sounds``.
+    out-of-memory error the memory of the run is freed and the message says what to do.
+
+    ``ranks`` (from :func:`helpers.training.distributed.process_group`, under ``torchrun``) runs the same loop
+    as one of several processes with DistributedDataParallel: each rank trains on its shard of the training
+    set with ``batch_size / world_size`` images per step (``batch_size`` stays the global batch), validates its
+    slice of the validation set, and only rank 0 writes the checkpoints; ``sync_bn`` uses SyncBatchNorm (CUDA
+    only). See :mod:`helpers.training.distributed`. Taught in ``notebooks/02_training_resnet18.ipynb``,
+    ``06_breath_sounds`` and ``08_scaling_up``.
     """
     if monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
-    device = torch.device(device) if device is not None else pick_device()
+    device = (
+        ranks.device if ranks is not None else torch.device(device) if device is not None else pick_device()
+    )
     torch.manual_seed(seed)
+    settings = _settings(augment, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    settings.update(monitor=monitor, recalibrate_bn=recalibrate_bn, n_train=len(train_y), n_val=len(val_y))
+    all_train_y, step_batch = train_y, distributed.rank_batch(batch_size, ranks)
+    main = ranks is None or ranks.is_main
+    if ranks is not None:  # this rank's shard of the training set and slice of the validation set
+        train_x, train_y, val_x, val_y = distributed.shard_arrays(train_x, train_y, val_x, val_y, ranks, seed)
     with _gpu_run(device, batch_size, checkpoint_path):
         train, val, n_out = _device_data(model, train_x, train_y, val_x, val_y, device)
-        loss_fn = make_loss(n_out, train.labels_np, pos_weight, class_weights, device)
+        labels = _labels_for(all_train_y, n_out, "train_y")  # the class balance of the whole training set
+        loss_fn = make_loss(n_out, labels, pos_weight, class_weights, device)
         opt = make_optimisation(
             model, train, lr=lr, weight_decay=weight_decay, amp=amp, channels_last=channels_last, seed=seed
         )
-        settings = _settings(augment, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
-        settings.update(monitor=monitor, recalibrate_bn=recalibrate_bn)
-        run = _run_checkpoints(checkpoint_path, checkpoint_meta, settings, train, val, loss_fn, opt)
+        run = _run_checkpoints(checkpoint_path, checkpoint_meta, settings, train, loss_fn, opt, writes=main)
         history, best = run.resume(model, opt, epochs) if resume else ([], None)
-        step_model = _compiled(model, compile)
+        step_model = _compiled(model if ranks is None else distributed.wrap(model, ranks, sync_bn), compile)
+        epoch_args = (model, step_model, train, val, loss_fn, opt, step_batch, augment, recalibrate_bn, ranks)
         with run:  # waits for the last checkpoint files, also when the run is interrupted
             for epoch in range(len(history), epochs):
                 start = time.perf_counter()
-                bar = progress_bar(
-                    total=max(1, train.n // batch_size), desc=f"epoch {epoch + 1}/{epochs}", enabled=progress
-                )
-                train_loss, images_per_s = train_one_epoch(
-                    step_model, train, loss_fn, opt, batch_size, augment, bar
-                )
-                if recalibrate_bn:
-                    recalibrate_batchnorm(model, train, 2 * batch_size, channels_last=opt.channels_last)
-                scores = evaluate(model, val, loss_fn, 2 * batch_size, opt.channels_last)  # in fp32
+                distributed.reseed(opt.generators, seed, epoch, ranks)  # several ranks: per rank and epoch
+                total, desc = max(1, train.n // step_batch), f"epoch {epoch + 1}/{epochs}"
+                bar = progress_bar(total=total, desc=desc, enabled=progress and main)
+                train_loss, images_per_s, scores = _train_and_validate(*epoch_args, bar)
                 improved = _is_better(scores[monitor], best, MONITORS[monitor])
                 best = scores[monitor] if improved else best
                 row = {"epoch": epoch + 1, "train_loss": train_loss, **scores, "lr": lr}
@@ -507,10 +525,38 @@ def fit(
                 run.end_epoch(model, opt, history, best, improved, epoch_start=start)
                 bar.set_postfix({"train_loss": f"{train_loss:.4f}", monitor: f"{scores[monitor]:.4f}"})
                 bar.close()
+        distributed.barrier(ranks)  # rank 0's files are complete before any rank reads them
     if restore_best:
         run.restore_best(model)
     model.to(memory_format=torch.contiguous_format)  # as a reloaded checkpoint: the same kernels, outputs
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def _train_and_validate(
+    model: nn.Module,
+    step_model: nn.Module,
+    train: DeviceData,
+    val: DeviceData,
+    loss_fn: _Loss,
+    opt: Optimisation,
+    step_batch: int,
+    augment: GpuAugment | None,
+    recalibrate_bn: bool,
+    ranks: distributed.Ranks | None,
+    bar: tqdm | None,
+) -> tuple[float, float, dict[str, float]]:
+    """One epoch of :func:`fit`: train (through ``step_model``: compiled, or DDP on several ranks), then
+    validate ``model`` in fp32; returns (mean training loss, images per second, validation scores), each the
+    same on every rank of a distributed run (losses averaged, images per second summed, logits gathered)."""
+    train_loss, images_per_s = train_one_epoch(step_model, train, loss_fn, opt, step_batch, augment, bar)
+    if ranks is not None:
+        train_loss = distributed.mean_over_ranks(train_loss, ranks)
+        images_per_s = distributed.sum_over_ranks(images_per_s, ranks)
+    if recalibrate_bn:
+        recalibrate_batchnorm(model, train, 2 * step_batch, channels_last=opt.channels_last)
+    if ranks is not None:  # every rank validates and saves rank 0's BatchNorm statistics
+        distributed.broadcast_buffers(model, ranks)
+    return train_loss, images_per_s, evaluate(model, val, loss_fn, 2 * step_batch, opt.channels_last, ranks)
 
 
 def _run_checkpoints(
@@ -518,24 +564,26 @@ def _run_checkpoints(
     checkpoint_meta: dict | None,
     settings: dict[str, Any],
     train: DeviceData,
-    val: DeviceData,
     loss_fn: _Loss,
     opt: Optimisation,
+    writes: bool = True,
 ) -> RunCheckpoints:
-    """The run's :class:`RunCheckpoints` (background writes): the resumable ``settings`` completed with the
-    data sizes, the class balancing, the device and the precision; the best checkpoint's meta with the image
+    """The run's :class:`RunCheckpoints` (background writes; ``writes=False`` on ranks other than 0): the
+    resumable ``settings`` (with the data sizes) completed with the class balancing, the device and the precision; the best checkpoint's meta with the image
     size, the number of classes, ``pos_weight``, the device, the precision and ``checkpoint_meta``."""
     reserved = {"epoch", "metrics", "history", "device", "precision"} & set(checkpoint_meta or {})
     if reserved:
         raise ValueError(f"checkpoint_meta may not set {sorted(reserved)}: fit records them itself")
     n_out, device, precision = loss_fn.n_out, train.device, precision_name(opt.amp_dtype)
-    settings = {**settings, "n_train": train.n, "n_val": val.n, "num_classes": n_out}
+    settings = {**settings, "num_classes": n_out}
     settings.update(
         _loss_settings(loss_fn), amp=precision, device=device.type, order_on=train.index_device.type
     )
     meta = {"image_size": list(train.image_shape[1:]), "num_classes": n_out, "monitor": settings["monitor"]}
     meta.update(pos_weight=_loss_pos_weight(loss_fn), device=device.type, precision=precision)
-    return RunCheckpoints(checkpoint_path, settings, {**meta, **(checkpoint_meta or {})}, background=True)
+    return RunCheckpoints(
+        checkpoint_path, settings, {**meta, **(checkpoint_meta or {})}, background=True, writes=writes
+    )
 
 
 def _device_data(
