@@ -308,6 +308,8 @@ EXPECTED_SECONDS: dict[str, dict[str, tuple[float | None, float | None]]] = {
         "05": (None, 21),
         "05b": (None, 60),
         "06": (None, 17),
+        "07": (None, 15),
+        "08": (None, 60),
     },
     "cpu": {
         "00": (39, 4),
@@ -318,6 +320,8 @@ EXPECTED_SECONDS: dict[str, dict[str, tuple[float | None, float | None]]] = {
         "05": (156, 58),
         "05b": (300, 240),
         "06": (77, 69),
+        "07": (84, 20),
+        "08": (90, 60),
     },
 }
 

@@ -247,6 +247,7 @@ NOTEBOOK_TOPICS = {
     "05": {"data", "explain", "training", "evaluate", "course", "widgets"},
     "05b": {"data", "explain", "training", "evaluate", "course"},
     "06": {"data", "breath", "explain", "training", "widgets"},
+    "07": {"data", "xray", "training", "evaluate", "explain", "course"},
     "08": {"data", "training", "course"},
 }
 

@@ -59,6 +59,26 @@ def test_gradcam_beats_random_maps_in_notebook_05():
     assert 0 <= chance < ours <= 1
 
 
+def test_gradcam_beats_random_maps_on_the_kermany_set_in_notebook_07():
+    ours, chance = gradcam_beats_random(checked_text("07", "MARGIN = 0.10"))
+    assert 0 <= chance < ours <= 1
+
+
+def test_gradcam_finds_the_marker_of_the_shortcut_model_in_notebook_05():
+    """Notebook 05's sentence "Grad-CAM has found the marker" rests on these two printed comparisons."""
+    text = checked_text("05", "marker_row.enrichment > box_row.enrichment")
+    assert "(enrichment): True" in text and "opacity box: True" in text, text
+
+
+def test_integrated_gradients_is_complete_in_notebook_05b():
+    text = checked_text("05b", "gradients.completeness(")
+    assert "128 steps:" in text and text.count(": True") == 2, text
+
+
+def test_one_and_two_processes_agree_in_notebook_08():
+    assert "agree within" in (text := checked_text("08", "TOLERANCE = ")) and text.rstrip().endswith("True"), text
+
+
 def test_the_planted_breath_sounds_are_recovered_in_notebook_06():
     planted_sounds_recovered(checked_text("06", "recovered = {k: round(metrics[k], 2)"), floor=0.65)
 

@@ -19,15 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from helpers.config import Settings, get_settings, pick_device
 from helpers.data import datasets
-from helpers.files import build_lock
-from helpers.training.checkpoints import epochs_done, load_checkpoint
-from helpers.training.loop import fit, train_step
+from helpers.data.synthetic import KERMANY_MARKER, _kermany_boxes, kermany_names, task_rng
+from helpers.data.synthetic_xray import random_pose
+from helpers.files import PARAMS_FILE, build_lock
+from helpers.training.checkpoints import epochs_done, load_checkpoint, resume_path
+from helpers.training.loop import fit, is_large_gpu, scaled_lr, train_step
 from helpers.training.models import resnet18_xray
 from helpers.xray.augment import GpuAugment
+from helpers.xray.eda import image_level_split
+from helpers.xray.kermany import kermany_items
 from helpers.xray.preprocess import split_patients
 from helpers.xray.rsna import rsna_items
 from helpers.xray.store import PreparedStore, build_store, load_store
@@ -110,18 +115,34 @@ def checkpoint_path(settings: Settings | None = None, name: str = "resnet18-rsna
     return settings.cache_dir / f"{name}-{source}-{settings.sizes.image_size}px-{digest}.pt"
 
 
+#: Full mode on a large GPU trains with this batch size (see :func:`xray_training_config`).
+LARGE_GPU_BATCH = 256
+
+
 def xray_training_config(settings: Settings | None = None) -> dict[str, Any]:
     """The training settings that notebook 02 teaches and that :func:`trained_xray_model` reuses.
 
     Full and cpu mode: the paper's (Adam at 1e-4, ``pos_weight`` from the class balance), best checkpoint by
-    validation ROC-AUC, :class:`helpers.xray.augment.GpuAugment` as it comes (small rotations, shifts and zooms,
-    black fill); cpu mode trains fewer films at 160 px for fewer epochs (``config.CPU_SIZES``). Smoke mode has about 15 optimisation steps on 112 films at 64 px, and three changes make a
+    validation ROC-AUC, :class:`helpers.xray.augment.GpuAugment` (small rotations, shifts and zooms) with edge
+    padding in every mode, the fill notebook 02 recommends (black fill draws edges no film has; measured in cpu
+    mode over seeds 0/1/2, edge vs black: test ROC-AUC 0.997/0.990/1.000 vs 0.976/1.000/0.990, pointing game
+    0.68/0.44/0.40 vs 0.64/0.36/0.61, random maps 0.10: no difference beyond noise); cpu mode trains fewer films at 160 px for fewer epochs (``config.CPU_SIZES``). Smoke mode has about 15 optimisation steps on 112 films at 64 px, and three changes make a
     model that works (measured over 8 seeds: validation ROC-AUC 1.0, test ROC-AUC 0.97, Grad-CAM at
     ``layer3`` in the boxes about 4x as often as random maps; before, with 3 epochs at 1e-3 and nothing
     else: validation ROC-AUC 0.62 and loss 13.9): Adam at 1e-3; BatchNorm statistics recomputed before each
     validation (``recalibrate_bn``, see :func:`helpers.training.loop.recalibrate_batchnorm`); edge padding
-    instead of black for the augmentation (with black wedges, Grad-CAM missed the opacities for some seeds). The checkpoint
+    instead of black for the augmentation, as in the other modes (with black wedges, Grad-CAM missed the opacities for some seeds). The checkpoint
     is chosen by validation loss, because 24 validation films saturate the ROC-AUC at 1.0.
+
+    Full mode on a large GPU (:func:`helpers.training.loop.is_large_gpu`: 40 GiB or more, compute capability 8 or
+    more: A100, H100, H200) trains with batches of ``LARGE_GPU_BATCH`` = 256 films at Adam 2e-4. Why: at 64
+    films a ResNet18 step at 224 px is about 8-13 ms of work for an H100 but its ~350 kernels take the CPU
+    about 3-5 ms to queue (issue 16's estimates, not measured yet), so the GPU waits for the CPU and an epoch
+    of the 18.7k training films takes 3-4.5 s; 256 films give each launch four times the work. The learning
+    rate follows the square-root rule for Adam (:func:`helpers.training.loop.scaled_lr`: 1e-4 x sqrt(256 / 64));
+    the linear rule (x 4) is SGD's. An epoch then has a quarter of the steps, so the model is not the one the
+    T4 recipe trains: the recipe is part of the checkpoint's name (:func:`checkpoint_path`). A T4, an L4 or a
+    24 GB card keeps the paper's 64 films at 1e-4. Taught in ``notebooks/02_training_resnet18.ipynb``.
     """
     settings = settings or get_settings()
     config: dict[str, Any] = {
@@ -131,14 +152,17 @@ def xray_training_config(settings: Settings | None = None) -> dict[str, Any]:
         "pos_weight": "auto",
         "monitor": "val_auc",
         "seed": 0,
-        "augment": GpuAugment(),
+        "augment": GpuAugment(padding_mode="border"),
     }
+    if settings.mode == "full" and is_large_gpu():
+        config.update(
+            batch_size=LARGE_GPU_BATCH, lr=scaled_lr(1e-4, LARGE_GPU_BATCH, settings.sizes.batch_size)
+        )
     if settings.smoke:
         config.update(
             lr=1e-3,
             monitor="val_loss",
             recalibrate_bn=True,
-            augment=GpuAugment(padding_mode="border"),
         )
     return config
 
@@ -225,3 +249,182 @@ def trained_xray_model(
                 _train_xray_model(settings, path, recipe, progress=progress, retrain=retrain)
     model, meta = load_checkpoint(path)
     return model.to(pick_device()).eval(), meta
+
+
+# ------------------------------------------------------------------------------ Kermany (seed 001, notebook 07)
+#: Share of the pooled children (official train + val folders) in the validation split (notebooks 01 and 07).
+KERMANY_VAL_FRACTION = 0.2
+#: Epochs of the Kermany model per mode: its training split is a half to a fifth of the RSNA one, so more epochs
+#: give it a similar number of optimisation steps (smoke 15, cpu about 60).
+KERMANY_EPOCHS = {"smoke": 5, "cpu": 6, "full": 12}
+
+
+def kermany_store_items(kermany_root: str | Path) -> pd.DataFrame:
+    """The items of the Kermany store, exactly as notebook 01 builds them (so both notebooks share one store).
+
+    :func:`helpers.xray.kermany.kermany_items`: the official test folder stays ``test``; the official train and
+    val folders are pooled and :data:`KERMANY_VAL_FRACTION` of their CHILDREN (stratified, seed 0) become
+    ``val``. Plus ``image_split``, the wrong split by image that notebooks 01 and 07 contrast with it.
+    """
+    items = kermany_items(kermany_root, val_fraction=KERMANY_VAL_FRACTION, seed=SPLIT_SEED)
+    by_image = image_level_split(len(items), KERMANY_VAL_FRACTION, seed=SPLIT_SEED)
+    items["image_split"] = np.where(items["split"] == "test", "test", by_image)
+    return items
+
+
+def kermany_store(
+    settings: Settings | None = None, *, progress: bool = True, workers: int | None = None
+) -> PreparedStore:
+    """The Kermany(-format) images of this mode as a finished store (built once, then reused).
+
+    The real set when downloaded (``python data_download.py kermany``), else the built-in synthetic one;
+    the split of :func:`kermany_store_items`, images resized to ``settings.sizes.image_size``. The same
+    store as notebook 01, section 9. Taught in ``notebooks/07_kermany_pediatric.ipynb``.
+    """
+    settings = settings or get_settings()
+    dest = store_path(settings, "kermany")
+    try:
+        return load_store(dest)
+    except ValueError:
+        pass
+    items = kermany_store_items(datasets.kermany_dir(settings))
+    build_store(items, dest, size=settings.sizes.image_size, workers=workers, progress=progress)
+    return load_store(dest)
+
+
+def kermany_training_config(settings: Settings | None = None) -> dict[str, Any]:
+    """The training settings of the Kermany model: :func:`xray_training_config` (the recipe of notebook 02),
+    with half the mode's batch size and :data:`KERMANY_EPOCHS` epochs, because the Kermany training split is
+    small. Where notebook 02 trains with larger batches at a scaled learning rate (full mode on a large GPU), the
+    rate of the mode's own batch size is kept: a few thousand images need no large batches.
+    Taught in ``notebooks/07_kermany_pediatric.ipynb``.
+    """
+    settings = settings or get_settings()
+    config = xray_training_config(settings)
+    base = settings.sizes.batch_size
+    config.update(
+        batch_size=max(8, base // 2),
+        epochs=KERMANY_EPOCHS[settings.mode],
+        lr=scaled_lr(config["lr"], base, config["batch_size"]),  # the same rate unless notebook 02 scaled it
+    )
+    return config
+
+
+def kermany_checkpoint_path(settings: Settings | None = None) -> Path:
+    """Where the best checkpoint of the Kermany model is kept for this mode and data source (the name carries
+    a digest of :func:`kermany_training_config`, so other settings never reuse it)."""
+    settings = settings or get_settings()
+    recipe = json.dumps(
+        {"recipe": RECIPE_VERSION, **kermany_training_config(settings)}, sort_keys=True, default=repr
+    )
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:8]
+    source = datasets.data_source("kermany", settings)
+    return settings.cache_dir / f"resnet18-kermany-{source}-{settings.sizes.image_size}px-{digest}.pt"
+
+
+def _train_kermany_model(
+    settings: Settings, path: Path, recipe: dict[str, Any], *, progress: bool, retrain: bool
+) -> None:
+    """Train (or resume, saying so) the notebook-07 ResNet18 into ``path`` with ``recipe``."""
+    done = epochs_done(path) if path.is_file() else None
+    if not retrain and done is not None:
+        print(
+            f"{path.name}: its training stopped after {done} of {recipe['epochs']} epochs; resuming it",
+            flush=True,
+        )
+    store = kermany_store(settings, progress=progress)
+    train_x, train_y = store.split_arrays("train")
+    val_x, val_y = store.split_arrays("val")
+    torch.manual_seed(0)
+    model = resnet18_xray(mean=store.mean, std=store.std)
+    announce_training_time(settings, model, train_x, recipe)
+    fit(
+        model, train_x, train_y, val_x, val_y, checkpoint_path=path, progress=progress,
+        checkpoint_meta={"store": store.path.name}, resume=not retrain, **recipe,
+    )  # fmt: skip
+
+
+def _run_history(path: Path, meta: dict) -> list[dict]:
+    """Every epoch of the run that saved ``path`` (from its resumable state; the best checkpoint's own history
+    stops at the best epoch), or the checkpoint's history when that state is gone."""
+    try:
+        payload = torch.load(resume_path(path), map_location="cpu", weights_only=True, mmap=True)
+        return list(payload["meta"]["history"])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError):
+        return list(meta["history"])
+
+
+def trained_kermany_model(
+    settings: Settings | None = None, *, progress: bool = True, retrain: bool = False
+) -> tuple[torch.nn.Module, dict]:
+    """The ResNet18 of notebook 07, trained on :func:`kermany_store`, in eval mode on the best device.
+
+    The same code and caching as :func:`trained_xray_model`: a complete checkpoint is loaded, an interrupted
+    run is resumed (saying so), a missing one is trained with :func:`kermany_training_config` under a lock
+    file, so that a second process asking at the same time waits and then loads it. Returns ``(model, meta)``;
+    ``meta["history"]`` holds every epoch of the run, also those after the best one (for the learning curves).
+    Taught in ``notebooks/07_kermany_pediatric.ipynb``.
+    """
+    settings = settings or get_settings()
+    path, recipe = kermany_checkpoint_path(settings), kermany_training_config(settings)
+    if retrain or not _finished(path, recipe):
+        with build_lock(path, "training the Kermany ResNet18") as waited_for:
+            if waited_for is not None and _finished(path, recipe):
+                print(f"{path.name}: reusing the model that {waited_for} trained meanwhile", flush=True)
+            else:
+                _train_kermany_model(settings, path, recipe, progress=progress, retrain=retrain)
+    model, meta = load_checkpoint(path)
+    meta["history"] = _run_history(path, meta)
+    return model.to(pick_device()).eval(), meta
+
+
+def _image_key(path: str | Path) -> str:
+    """``split/CLASS/file name``: the part of an image's path that names it inside a Kermany folder."""
+    return "/".join(Path(path).parts[-3:])
+
+
+def planted_kermany_boxes(kermany_root: str | Path) -> dict[str, list[tuple[float, float, float, float]]]:
+    """The opacity boxes planted in the built-in synthetic Kermany set -> ``{"split/CLASS/name": boxes}``.
+
+    The generator (:func:`helpers.data.synthetic.make_kermany_like`) draws each pneumonia inside boxes but, like
+    the real set, writes no box file. It is deterministic, so the boxes are recomputed here from its seed and
+    each image's keys (the same random draws, in the same order). Boxes are ``(x, y, w, h)`` in the image's
+    original pixels (the JPEG's width and height); NORMAL images have none. ``ValueError`` for a folder that is
+    not the built-in set (the real one has no boxes). ``tests/test_kermany_pipeline.py`` redraws images with
+    these boxes and compares them with the files byte for byte. Taught in ``notebooks/07_kermany_pediatric.ipynb``.
+    """
+    root = Path(kermany_root)
+    params = root / PARAMS_FILE
+    if not (root / KERMANY_MARKER).is_file() or not params.is_file():
+        raise ValueError(f"{root}: not the built-in synthetic Kermany set (no {KERMANY_MARKER}): no boxes")
+    record = json.loads(params.read_text())
+    seed, n_per_class = int(record["seed"]), int(record["n_per_class"])
+    counts = {"train": n_per_class, "val": 8, "test": max(8, n_per_class // 4)}
+    out = {}
+    for s, (split, count) in enumerate(counts.items()):
+        for c, label in enumerate(("NORMAL", "PNEUMONIA")):
+            first = 100 + 1000 * s if label == "NORMAL" else 1000 * s
+            for i, (name, kind) in enumerate(kermany_names(task_rng(seed, s, c), count, label, first)):
+                rng = task_rng(seed, s, c, i)  # the draws of synthetic._write_kermany_image, in its order
+                height = int(rng.integers(300, 601))
+                width = min(600, int(height * rng.uniform(1.0, 1.35)))
+                pose = random_pose(rng, pediatric=True)
+                boxes = [] if kind == "normal" else _kermany_boxes(rng, pose, height, kind)
+                stretch = width / height  # drawn on a height x height square, then stretched to the width
+                out[f"{split}/{label}/{name}"] = [(x * stretch, y, w * stretch, h) for x, y, w, h in boxes]
+    return out
+
+
+def kermany_boxes(
+    store: PreparedStore, kermany_root: str | Path
+) -> list[list[tuple[float, float, float, float]]]:
+    """The planted boxes of every row of ``store`` (:func:`planted_kermany_boxes`), in original pixels.
+
+    ``ValueError`` when ``kermany_root`` is not the built-in synthetic set or a store image is not in it.
+    """
+    planted = planted_kermany_boxes(kermany_root)
+    keys = store.index["path"].map(_image_key)
+    missing = sorted(set(keys) - set(planted))
+    if missing:
+        raise ValueError(f"{store.path}: {len(missing)} images not in {kermany_root}, e.g. {missing[0]}")
+    return [planted[key] for key in keys]
