@@ -93,6 +93,7 @@ def _download_imagenet_state_dict(progress: bool = True, timeout: float = 30.0) 
     except Exception as err:  # URLError, socket timeouts, HTTP errors, a truncated file ...
         file_name = os.path.basename(weights.url)
         cache_file = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
+        cache_file = cache_file.replace(os.path.expanduser("~"), "~", 1)  # the same for every reader
         raise RuntimeError(
             f"Could not download the ImageNet weights for ResNet18 ({type(err).__name__}: {err}). "
             f"Either connect to the internet and run again, or copy {file_name} from {weights.url} "
