@@ -139,14 +139,28 @@ def drag_slider(page, control, fraction: float) -> None:
     """Drag the slider's handle with the mouse to ``fraction`` (0-1) of its track, as a learner would."""
     track = control.locator(".noUi-target, .ui-slider").first  # ipywidgets 8 (noUiSlider) / 7 (jQuery UI)
     handle = control.locator(".noUi-handle, .ui-slider-handle").first
-    handle.scroll_into_view_if_needed()
-    h, t = handle.bounding_box(), track.bounding_box()
+    h, t = _settled_boxes(page, handle, track)
     assert h and t, "the slider has no visible handle or track"
     y = h["y"] + h["height"] / 2
     page.mouse.move(h["x"] + h["width"] / 2, y)
     page.mouse.down()
     page.mouse.move(t["x"] + t["width"] * fraction, y, steps=10)
     page.mouse.up()
+
+
+def _settled_boxes(page, handle, track, tries: int = 20) -> tuple[dict | None, dict | None]:
+    """The handle's and the track's boxes once the page stops moving. JupyterLab renders a long notebook's
+    cells lazily: scrolling to the slider renders the cells around it, whose heights then shift the slider, so a
+    box measured at once can point at another cell (a long notebook 06 clicked into a code cell that way)."""
+    boxes = None
+    for _ in range(tries):
+        handle.scroll_into_view_if_needed()
+        page.wait_for_timeout(250)
+        now = (handle.bounding_box(), track.bounding_box())
+        if now == boxes:
+            return now
+        boxes = now
+    return boxes
 
 
 def readout_value(control) -> float:
@@ -241,6 +255,7 @@ def check_breath_explorer(page) -> None:
     from helpers.widgets.breath import EXPLORER_CLASS
 
     explorer = page.locator(f".{EXPLORER_CLASS}")
+    explorer.scroll_into_view_if_needed()
     container = f".{EXPLORER_CLASS} .widget-html-content"
     before, before_src = numbers(page, container), image_src(explorer)
     assert {"cutoff", "kept"} <= set(before), before
