@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,15 @@ def shortcut_stores(
 def checkpoint_path(settings: Settings | None = None, name: str = "resnet18-rsna") -> Path:
     """Where the best checkpoint of model ``name`` is kept for this mode and data source."""
     settings = settings or get_settings()
-    # The name carries a digest of the training settings, so a checkpoint trained with other settings is never
-    # silently reused after they change.
-    recipe = json.dumps(
-        {"recipe": RECIPE_VERSION, **xray_training_config(settings)}, sort_keys=True, default=repr
-    )
-    digest = hashlib.sha256(recipe.encode()).hexdigest()[:8]
-    source = datasets.data_source("rsna", settings)
+    return _recipe_path(settings, name, "rsna", xray_training_config(settings))
+
+
+def _recipe_path(settings: Settings, name: str, dataset: str, recipe: dict[str, Any]) -> Path:
+    """``<cache>/<name>-<source>-<size>px-<digest>.pt``. The name carries a digest of the training settings, so
+    a checkpoint trained with other settings is never silently reused after they change."""
+    text = json.dumps({"recipe": RECIPE_VERSION, **recipe}, sort_keys=True, default=repr)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    source = datasets.data_source(dataset, settings)
     return settings.cache_dir / f"{name}-{source}-{settings.sizes.image_size}px-{digest}.pt"
 
 
@@ -203,17 +206,47 @@ def _finished(path: Path, recipe: dict[str, Any]) -> bool:
     return done is not None and done >= recipe["epochs"]
 
 
-def _train_xray_model(
-    settings: Settings, path: Path, recipe: dict[str, Any], *, progress: bool, retrain: bool
+def _trained(
+    settings: Settings,
+    path: Path,
+    recipe: dict[str, Any],
+    store_fn: Callable[..., PreparedStore],
+    what: str,
+    *,
+    progress: bool,
+    retrain: bool,
+) -> tuple[torch.nn.Module, dict]:
+    """The ResNet18 of ``recipe`` trained on ``store_fn(settings)`` into ``path``: loaded when its run is
+    complete, resumed (saying so) when it was interrupted, trained when missing, under a lock file, so that a
+    second process asking at the same time waits and then loads it. In eval mode on the best device."""
+    if retrain or not _finished(path, recipe):
+        # two notebooks (or a notebook and prepare) asking at once: one trains, the other waits and reuses
+        with build_lock(path, f"training the {what}") as waited_for:
+            if waited_for is not None and _finished(path, recipe):
+                print(f"{path.name}: reusing the model that {waited_for} trained meanwhile", flush=True)
+            else:
+                _train(settings, path, recipe, store_fn, progress=progress, retrain=retrain)
+    model, meta = load_checkpoint(path)
+    return model.to(pick_device()).eval(), meta
+
+
+def _train(
+    settings: Settings,
+    path: Path,
+    recipe: dict[str, Any],
+    store_fn: Callable[..., PreparedStore],
+    *,
+    progress: bool,
+    retrain: bool,
 ) -> None:
-    """Train (or resume, saying so) the notebook-02 ResNet18 into ``path`` with ``recipe``."""
+    """Train (or resume, saying so) a ResNet18 on ``store_fn(settings)`` into ``path`` with ``recipe``."""
     done = epochs_done(path) if path.is_file() else None
     if not retrain and done is not None:
         print(
             f"{path.name}: its training stopped after {done} of {recipe['epochs']} epochs; resuming it",
             flush=True,
         )
-    store = rsna_store(settings, progress=progress)
+    store = store_fn(settings, progress=progress)
     train_x, train_y = store.split_arrays("train")
     val_x, val_y = store.split_arrays("val")
     torch.manual_seed(0)
@@ -240,15 +273,7 @@ def trained_xray_model(
 
     settings = settings or get_settings()
     path, recipe = checkpoint_path(settings), xray_training_config(settings)
-    if retrain or not _finished(path, recipe):
-        # two notebooks (or a notebook and prepare) asking at once: one trains, the other waits and reuses
-        with build_lock(path, "training the ResNet18") as waited_for:
-            if waited_for is not None and _finished(path, recipe):
-                print(f"{path.name}: reusing the model that {waited_for} trained meanwhile", flush=True)
-            else:
-                _train_xray_model(settings, path, recipe, progress=progress, retrain=retrain)
-    model, meta = load_checkpoint(path)
-    return model.to(pick_device()).eval(), meta
+    return _trained(settings, path, recipe, rsna_store, "ResNet18", progress=progress, retrain=retrain)
 
 
 # ------------------------------------------------------------------------------ Kermany (seed 001, notebook 07)
@@ -314,34 +339,7 @@ def kermany_checkpoint_path(settings: Settings | None = None) -> Path:
     """Where the best checkpoint of the Kermany model is kept for this mode and data source (the name carries
     a digest of :func:`kermany_training_config`, so other settings never reuse it)."""
     settings = settings or get_settings()
-    recipe = json.dumps(
-        {"recipe": RECIPE_VERSION, **kermany_training_config(settings)}, sort_keys=True, default=repr
-    )
-    digest = hashlib.sha256(recipe.encode()).hexdigest()[:8]
-    source = datasets.data_source("kermany", settings)
-    return settings.cache_dir / f"resnet18-kermany-{source}-{settings.sizes.image_size}px-{digest}.pt"
-
-
-def _train_kermany_model(
-    settings: Settings, path: Path, recipe: dict[str, Any], *, progress: bool, retrain: bool
-) -> None:
-    """Train (or resume, saying so) the notebook-07 ResNet18 into ``path`` with ``recipe``."""
-    done = epochs_done(path) if path.is_file() else None
-    if not retrain and done is not None:
-        print(
-            f"{path.name}: its training stopped after {done} of {recipe['epochs']} epochs; resuming it",
-            flush=True,
-        )
-    store = kermany_store(settings, progress=progress)
-    train_x, train_y = store.split_arrays("train")
-    val_x, val_y = store.split_arrays("val")
-    torch.manual_seed(0)
-    model = resnet18_xray(mean=store.mean, std=store.std)
-    announce_training_time(settings, model, train_x, recipe)
-    fit(
-        model, train_x, train_y, val_x, val_y, checkpoint_path=path, progress=progress,
-        checkpoint_meta={"store": store.path.name}, resume=not retrain, **recipe,
-    )  # fmt: skip
+    return _recipe_path(settings, "resnet18-kermany", "kermany", kermany_training_config(settings))
 
 
 def _run_history(path: Path, meta: dict) -> list[dict]:
@@ -367,15 +365,11 @@ def trained_kermany_model(
     """
     settings = settings or get_settings()
     path, recipe = kermany_checkpoint_path(settings), kermany_training_config(settings)
-    if retrain or not _finished(path, recipe):
-        with build_lock(path, "training the Kermany ResNet18") as waited_for:
-            if waited_for is not None and _finished(path, recipe):
-                print(f"{path.name}: reusing the model that {waited_for} trained meanwhile", flush=True)
-            else:
-                _train_kermany_model(settings, path, recipe, progress=progress, retrain=retrain)
-    model, meta = load_checkpoint(path)
+    model, meta = _trained(
+        settings, path, recipe, kermany_store, "Kermany ResNet18", progress=progress, retrain=retrain
+    )
     meta["history"] = _run_history(path, meta)
-    return model.to(pick_device()).eval(), meta
+    return model, meta
 
 
 def _image_key(path: str | Path) -> str:
