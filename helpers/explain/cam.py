@@ -32,7 +32,9 @@ Layer = str | nn.Module
 __all__ = [
     "check_images",
     "class_activation_map",
+    "finish_maps",
     "grad_cam",
+    "layer_activations",
     "guided_backprop",
     "guided_grad_cam",
     "min_max_normalize",
@@ -185,38 +187,60 @@ def grad_cam(
     ReLU module that a ResNet block calls twice is refused). Taught in ``notebooks/04_cam_math.ipynb`` and
     ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
+    activations, gradients = layer_activations(model, x, layer, target)
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    return finish_maps(F.relu((weights * activations).sum(dim=1)), x.shape[-2:], normalize, upsample)
+
+
+def layer_activations(
+    model: nn.Module, x: Tensor, layer: Layer, target: Target = 1, *, gradients: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """The output of ``layer`` for ``x`` (``B x K x h x w``, a detached copy) and, with ``gradients``, the
+    gradient of the score of ``target`` with respect to it (else ``None``): what the CAM family weighs.
+
+    Only the part of the network above ``layer`` records a graph: the forward pass runs without gradients up
+    to ``layer``, whose output is copied into a fresh leaf tensor, and ``torch.autograd.grad`` stops there.
+    The copy also keeps the activation safe from later in-place operations (``out += identity``, inplace
+    ReLU), so ``"layer4.1.bn2"`` gives the right map. ``layer`` must run once per forward pass (a ReLU module
+    that a ResNet block calls twice is refused). Used by :func:`grad_cam` and
+    :mod:`helpers.explain.cam_family`; the model is left as it was.
+    """
     check_images(x)
     module = resolve_layer(model, layer)
     captured: list[Tensor] = []
 
-    def capture(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+    def capture(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
         if captured:
             raise ValueError(
                 f"layer {layer!r} runs more than once in a forward pass (a module used twice, such as the "
                 "ReLU of a ResNet block); choose a layer that runs once, e.g. its parent block"
             )
+        captured.append(_as_feature_map(output, layer).detach().clone())
+        if not gradients:
+            return None
         torch.set_grad_enabled(True)  # the graph starts here; the enclosing no_grad() restores the mode
-        leaf = _as_feature_map(output, layer).detach().clone().requires_grad_(True)
-        captured.append(leaf)
-        return leaf.clone()  # the network's later in-place operations change this copy, not the leaf
+        return captured[-1].requires_grad_(True).clone()  # later in-place operations change this copy
 
     with _explaining(model) as handles, torch.no_grad():
         handles.append(module.register_forward_hook(capture))
         logits = model(model_input(model, x))
         if not captured:
             raise ValueError(f"layer {layer!r} did not run in the forward pass of {type(model).__name__}")
-        activations = captured[0]
+        scores = target_scores(logits, target)  # checks the target also when no gradient is needed
+        if not gradients:
+            return captured[0], None
         if not logits.requires_grad:
             raise ValueError(
                 f"the model's output does not depend on layer {layer!r}; pick a layer before the head"
             )
-        scores = target_scores(logits, target)
-        (gradients,) = torch.autograd.grad(scores.sum(), activations)
-    weights = gradients.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * activations.detach()).sum(dim=1))
-    if upsample:
-        cam = upsample_maps(cam, x.shape[-2:])
-    return min_max_normalize(cam) if normalize else cam
+        (gradient,) = torch.autograd.grad(scores.sum(), captured[0])
+    return captured[0].detach(), gradient
+
+
+def finish_maps(raw: Tensor, size: Sequence[int], normalize: bool = True, upsample: bool = True) -> Tensor:
+    """Raw ``B x h x w`` maps upsampled to ``size`` (bilinear) and scaled to [0, 1] per image, as asked."""
+    maps = upsample_maps(raw, size) if upsample else raw
+    return min_max_normalize(maps) if normalize else maps
 
 
 class _PositiveGradient(torch.autograd.Function):

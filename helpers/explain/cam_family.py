@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from helpers.explain.cam import (
     Layer,
     Target,
-    check_images,
+    finish_maps,
+    layer_activations,
     min_max_normalize,
     model_input,
-    resolve_layer,
     target_scores,
     upsample_maps,
 )
@@ -62,14 +62,14 @@ def grad_cam_plus_plus(
     forward and one backward pass for the batch. ``x``: ``B x C x H x W`` -> ``B x H x W``.
     Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    activations, gradients = _activations(model, x, layer, target, gradients=True)
+    activations, gradients = layer_activations(model, x, layer, target)
     squared = gradients**2
     totals = activations.sum(dim=(2, 3), keepdim=True)
     alphas = squared / (2 * squared + totals * squared * gradients + GRAD_CAM_PP_EPS)
     alphas = torch.where(gradients != 0, alphas, 0.0)
     weights = (alphas * F.relu(gradients)).sum(dim=(2, 3))
     raw = F.relu(torch.einsum("bk,bkhw->bhw", weights, activations))
-    return _finish(raw, x.shape[-2:], normalize, upsample)
+    return finish_maps(raw, x.shape[-2:], normalize, upsample)
 
 
 def hires_cam(
@@ -90,9 +90,9 @@ def hires_cam(
     are equal (the gradient is the same in every cell). One forward and one backward pass for the batch.
     ``x``: ``B x C x H x W`` -> ``B x H x W``. Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    activations, gradients = _activations(model, x, layer, target, gradients=True)
+    activations, gradients = layer_activations(model, x, layer, target)
     raw = F.relu((gradients * activations).sum(dim=1))
-    return _finish(raw, x.shape[-2:], normalize, upsample)
+    return finish_maps(raw, x.shape[-2:], normalize, upsample)
 
 
 def score_cam(
@@ -123,7 +123,7 @@ def score_cam(
     Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
     _check_counts(batch_size=batch_size)
-    activations, _ = _activations(model, x, layer, target, gradients=False)
+    activations, _ = layer_activations(model, x, layer, target, gradients=False)
     images = model_input(model, x)
     classes = _per_image(target, len(images), images.device)
     channels = activations.shape[1]
@@ -136,7 +136,7 @@ def score_cam(
             scores[pairs] = target_scores(model(images[owner] * masks[:, None]), classes[owner])
     weights = torch.softmax(scores.view(len(images), channels), dim=1)
     raw = F.relu(torch.einsum("bk,bkhw->bhw", weights, activations))
-    return _finish(raw, x.shape[-2:], normalize, upsample)
+    return finish_maps(raw, x.shape[-2:], normalize, upsample)
 
 
 def eigen_cam(
@@ -162,7 +162,7 @@ def eigen_cam(
     checked, so one call fits every method, but does not change the map. ``x``: ``B x C x H x W`` ->
     ``B x H x W``. Taught in ``notebooks/05_gradcam_guided_backprop.ipynb``.
     """
-    activations, _ = _activations(model, x, layer, target, gradients=False)
+    activations, _ = layer_activations(model, x, layer, target, gradients=False)
     batch, channels, height, width = activations.shape
     cells = activations.to("cpu", torch.float64).reshape(batch, channels, -1).transpose(1, 2)
     centred = cells - cells.mean(dim=1, keepdim=True)
@@ -171,59 +171,4 @@ def eigen_cam(
     flip = projection.amin(dim=1).abs() > projection.amax(dim=1).abs()
     projection = torch.where(flip[:, None], -projection, projection)
     raw = F.relu(projection.reshape(batch, height, width)).to(activations.device, activations.dtype)
-    return _finish(raw, x.shape[-2:], normalize, upsample)
-
-
-# ------------------------------------------------------------------------------------------ shared parts
-
-
-def _activations(
-    model: nn.Module, x: Tensor, layer: Layer, target: Target, *, gradients: bool
-) -> tuple[Tensor, Tensor | None]:
-    """The output of ``layer`` (``B x K x h x w``, a copy) and, with ``gradients``, ``d y / d output``.
-
-    As in ``grad_cam``: the forward pass runs without gradients up to ``layer``, whose output is copied into
-    a fresh leaf (safe from later in-place operations), and ``torch.autograd.grad`` stops there.
-    """
-    check_images(x)
-    module = resolve_layer(model, layer)
-    captured: list[Tensor] = []
-
-    def capture(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
-        if captured:
-            raise ValueError(
-                f"layer {layer!r} runs more than once in a forward pass (a module used twice, such as the "
-                "ReLU of a ResNet block); choose a layer that runs once, e.g. its parent block"
-            )
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            found = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(f"layer {layer!r} must output a B x K x h x w feature map, got {found}")
-        captured.append(output.detach().clone())
-        if not gradients:
-            return None
-        torch.set_grad_enabled(True)  # the graph starts here; the enclosing no_grad() restores the mode
-        return captured[-1].requires_grad_(True).clone()  # later in-place operations change this copy
-
-    handle = module.register_forward_hook(capture)
-    try:
-        with eval_mode(model), torch.no_grad():
-            logits = model(model_input(model, x))
-            if not captured:
-                raise ValueError(f"layer {layer!r} did not run in the forward pass of {type(model).__name__}")
-            scores = target_scores(logits, _per_image(target, len(x), logits.device))
-            if not gradients:
-                return captured[0], None
-            if not logits.requires_grad:
-                raise ValueError(
-                    f"the model's output does not depend on layer {layer!r}; pick a layer before the head"
-                )
-            (gradient,) = torch.autograd.grad(scores.sum(), captured[0])
-    finally:
-        handle.remove()
-    return captured[0].detach(), gradient
-
-
-def _finish(raw: Tensor, size: torch.Size, normalize: bool, upsample: bool) -> Tensor:
-    """Upsample the ``B x h x w`` maps to ``size`` and scale each to [0, 1], as asked."""
-    maps = upsample_maps(raw, size) if upsample else raw
-    return min_max_normalize(maps) if normalize else maps
+    return finish_maps(raw, x.shape[-2:], normalize, upsample)
