@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from model_checks import assert_unchanged, hooks_of, snapshot
 from torch import nn
 
 from helpers.explain.cam import (
@@ -56,16 +57,6 @@ def resnet() -> nn.Module:
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return torch.randn(2, 1, 96, 64, generator=torch.Generator().manual_seed(1))
-
-
-def hooks_of(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks)
-        + len(m._backward_hooks)
-        + len(m._forward_pre_hooks)
-        + len(m._backward_pre_hooks)
-        for m in model.modules()
-    )
 
 
 def test_shapes(resnet, images):
@@ -192,26 +183,6 @@ def test_bn2_map_survives_the_inplace_add_and_relu(resnet, images):
     assert torch.allclose(ours, expected, atol=1e-6)
     block_output = grad_cam(resnet, images, "layer4.1", normalize=False, upsample=False)
     assert not torch.allclose(ours, block_output, atol=1e-3)  # the check can tell the two layers apart
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "inplace": [m.inplace for m in model.modules() if isinstance(m, nn.ReLU)],
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["state"].keys() == before["state"].keys()
-    assert all(torch.equal(after["state"][k], before["state"][k]) for k in before["state"])
-    assert after["training"] == before["training"]
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["inplace"] == before["inplace"]
-    assert all(p.grad is None for p in model.parameters())
-    assert hooks_of(model) == 0
 
 
 EXPLAINERS = {

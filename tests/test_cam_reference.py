@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from model_checks import Negated
 from torch import nn
 
 from helpers.explain.cam import grad_cam, guided_backprop, guided_grad_cam, min_max_normalize, resolve_layer
@@ -30,17 +31,6 @@ pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum warns that it sets hooks
-
-
-class Negated(nn.Module):
-    """The single-logit model with its output negated: Captum's way to explain target=0."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.model(x)
 
 
 @pytest.fixture(scope="module")

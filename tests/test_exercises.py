@@ -163,7 +163,9 @@ def load_solutions(path: Path):
 
 def exercise_keys() -> list[tuple[Path, str, str]]:
     return [
-        (path, path.name.split("_")[0], name) for path in SOLUTION_FILES for name in checks._exercises(path.name.split("_")[0])
+        (path, path.name.split("_")[0], name)
+        for path in SOLUTION_FILES
+        for name in checks._exercises(path.name.split("_")[0])
     ]
 
 

@@ -76,7 +76,9 @@ def test_integrated_gradients_is_complete_in_notebook_05b():
 
 
 def test_one_and_two_processes_agree_in_notebook_08():
-    assert "agree within" in (text := checked_text("08", "TOLERANCE = ")) and text.rstrip().endswith("True"), text
+    assert "agree within" in (text := checked_text("08", "TOLERANCE = ")) and text.rstrip().endswith(
+        "True"
+    ), text
 
 
 def test_the_planted_breath_sounds_are_recovered_in_notebook_06():

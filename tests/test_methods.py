@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import Negated, assert_unchanged, hooks_of, snapshot
 from torch import nn
 
 from helpers.explain.cam import grad_cam, min_max_normalize
@@ -65,15 +66,6 @@ class GapHead(nn.Module):
         return self.head(self.probe(x).mean(dim=(2, 3)))
 
 
-class Negated(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.model(x)
-
-
 def tiny(classes: int = 1, seed: int = 0, channels: int = 1) -> nn.Module:
     torch.manual_seed(seed)
     return TinyCNN(classes, channels).eval()
@@ -123,36 +115,6 @@ def test_pixel_shapes_and_heatmaps(name):
 
 
 # ----------------------------------------------------------------------------- the model left as it was
-
-
-def hooks_of(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks)
-        + len(m._backward_hooks)
-        + len(m._forward_pre_hooks)
-        + len(m._backward_pre_hooks)
-        for m in model.modules()
-    )
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "inplace": [m.inplace for m in model.modules() if isinstance(m, nn.ReLU)],
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert all(torch.equal(after["state"][k], v) for k, v in before["state"].items())
-    assert after["state"].keys() == before["state"].keys()
-    assert {k: after[k] for k in ("training", "requires_grad", "inplace")} == {
-        k: before[k] for k in ("training", "requires_grad", "inplace")
-    }
-    assert all(p.grad is None for p in model.parameters())
-    assert hooks_of(model) == 0
 
 
 def explain(name: str, model: nn.Module, x: torch.Tensor, target=1, layer: str = "block2") -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_checks import Negated
 from torch import nn
 
 from helpers.explain.cam_family import eigen_cam, grad_cam_plus_plus, hires_cam, score_cam
@@ -63,17 +64,6 @@ class TinyCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.block2(self.block1(x)).mean(dim=(2, 3)))
-
-
-class Negated(nn.Module):
-    """The single-logit model with its output negated: Captum's way to explain target=0."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.model(x)
 
 
 @pytest.fixture(scope="module")
